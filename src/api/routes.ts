@@ -1,0 +1,171 @@
+// The Docker volume plugin protocol as dockerd speaks it: POST /<Subsystem>.<Method>, a JSON body
+// with no Content-Type, a JSON object back on success (never an empty body) and {"Err": "..."}
+// with a non-200 status on failure.
+import Router from '@koa/router';
+import type Koa from 'koa';
+import getRawBody from 'raw-body';
+import { z } from 'zod';
+import { VolumeError } from '../driver/errors.js';
+import type { VolumeDriver } from '../driver/driver.js';
+import type { Logger } from '../log.js';
+
+export const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
+const BODY_LIMIT = '1mb';
+
+/** A request dockerd (or anyone) got wrong: 400 with a message that says what is wrong. */
+class BadRequest extends Error {
+  constructor(
+    message: string,
+    readonly status = 400,
+  ) {
+    super(message);
+  }
+}
+
+const NameReq = z.object({ Name: z.string({ error: 'Name must be a string' }) });
+const CreateReq = NameReq.extend({
+  Opts: z.record(z.string(), z.string({ error: 'every option value must be a string' })).nullish(),
+});
+const MountReq = NameReq.extend({ ID: z.string({ error: 'ID must be a string' }) });
+
+async function readJson(ctx: Koa.Context, required: boolean): Promise<unknown> {
+  let text: string;
+  try {
+    text = await getRawBody(ctx.req, { limit: BODY_LIMIT, encoding: 'utf8' });
+  } catch (err) {
+    const e = err as { type?: string; message: string };
+    if (e.type === 'entity.too.large') throw new BadRequest(`request body is larger than ${BODY_LIMIT}`, 413);
+    throw new BadRequest(`request body could not be read: ${e.message}`);
+  }
+  if (text.trim() === '') {
+    if (required) throw new BadRequest('request body is empty; expected a JSON object');
+    return {};
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new BadRequest(`request body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new BadRequest('request body must be a JSON object');
+  }
+  return body;
+}
+
+async function parse<T>(ctx: Koa.Context, schema: z.ZodType<T>): Promise<T> {
+  const result = schema.safeParse(await readJson(ctx, true));
+  if (!result.success) {
+    const detail = result.error.issues
+      .map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message))
+      .join('; ');
+    throw new BadRequest(`bad request body: ${detail}`);
+  }
+  return result.data;
+}
+
+export function createRouter(ready: Promise<VolumeDriver>): Router {
+  const router = new Router();
+
+  router.post('/Plugin.Activate', async (ctx) => {
+    await readJson(ctx, false); // legacy dockerd sends no body at all
+    ctx.body = { Implements: ['VolumeDriver'] };
+  });
+
+  router.post('/VolumeDriver.Create', async (ctx) => {
+    const req = await parse(ctx, CreateReq);
+    ctx.state.volume = req.Name;
+    await (await ready).create(req.Name, req.Opts);
+    ctx.body = { Err: '' };
+  });
+
+  router.post('/VolumeDriver.Remove', async (ctx) => {
+    const req = await parse(ctx, NameReq);
+    ctx.state.volume = req.Name;
+    await (await ready).remove(req.Name);
+    ctx.body = { Err: '' };
+  });
+
+  router.post('/VolumeDriver.Mount', async (ctx) => {
+    const req = await parse(ctx, MountReq);
+    ctx.state.volume = req.Name;
+    ctx.body = { Mountpoint: await (await ready).mount(req.Name, req.ID), Err: '' };
+  });
+
+  router.post('/VolumeDriver.Unmount', async (ctx) => {
+    const req = await parse(ctx, MountReq);
+    ctx.state.volume = req.Name;
+    await (await ready).unmount(req.Name, req.ID);
+    ctx.body = { Err: '' };
+  });
+
+  router.post('/VolumeDriver.Path', async (ctx) => {
+    const req = await parse(ctx, NameReq);
+    ctx.state.volume = req.Name;
+    ctx.body = { Mountpoint: (await ready).path(req.Name), Err: '' };
+  });
+
+  router.post('/VolumeDriver.Get', async (ctx) => {
+    const req = await parse(ctx, NameReq);
+    ctx.state.volume = req.Name;
+    ctx.body = { Volume: (await ready).get(req.Name), Err: '' };
+  });
+
+  router.post('/VolumeDriver.List', async (ctx) => {
+    await readJson(ctx, false);
+    ctx.body = { Volumes: (await ready).list(), Err: '' };
+  });
+
+  router.post('/VolumeDriver.Capabilities', async (ctx) => {
+    await readJson(ctx, false);
+    ctx.body = { Capabilities: (await ready).capabilities() };
+  });
+
+  return router;
+}
+
+/** Calls that Docker makes constantly are logged at debug; the rest at info. */
+const QUIET = new Set(['/VolumeDriver.Get', '/VolumeDriver.List', '/VolumeDriver.Capabilities', '/VolumeDriver.Path']);
+
+/** Every answer is JSON; every failure is {Err}; one log line per call. */
+export function protocolMiddleware(log: Logger): Koa.Middleware {
+  return async (ctx, next) => {
+    const started = process.hrtime.bigint();
+    try {
+      await next();
+      if (ctx.body === undefined) {
+        ctx.status = ctx.method === 'POST' ? 404 : 405;
+        ctx.body = {
+          Err:
+            ctx.method === 'POST'
+              ? `ossnas does not implement ${ctx.path}; it serves Plugin.Activate and VolumeDriver.*`
+              : `method ${ctx.method} not allowed: the plugin protocol uses POST`,
+        };
+      }
+    } catch (err) {
+      if (err instanceof BadRequest) {
+        ctx.status = err.status;
+        ctx.body = { Err: `${ctx.path.slice(1)}: ${err.message}` };
+      } else if (err instanceof VolumeError) {
+        ctx.status = 500;
+        ctx.body = { Err: err.message };
+      } else {
+        ctx.status = 500;
+        ctx.body = { Err: `internal error in ${ctx.path.slice(1)}: ${(err as Error).message}` };
+        log.error({ err, path: ctx.path }, 'internal error');
+      }
+    }
+    ctx.type = CONTENT_TYPE;
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    const line = {
+      call: ctx.path.slice(1),
+      volume: ctx.state.volume as string | undefined,
+      ms: Math.round(ms * 100) / 100,
+      status: ctx.status,
+      ...(ctx.status !== 200 && { err: (ctx.body as { Err?: string }).Err }),
+    };
+    if (ctx.status >= 500 && !(QUIET.has(ctx.path) && ctx.status === 500)) log.warn(line, 'call failed');
+    else if (QUIET.has(ctx.path)) log.debug(line, 'call');
+    else log.info(line, 'call');
+  };
+}

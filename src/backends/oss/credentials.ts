@@ -1,0 +1,72 @@
+// Where an OSS volume's keys come from: inline options, or a named profile file in the plugin's
+// credentials directory (read at Create to fail early, and again at every mount so a rotated
+// profile is used). Values never leave this module except into a 0600 file for the FUSE client.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { foldKey, OptionsError } from '../options.js';
+import type { OssSpec } from './options.js';
+
+export interface Credentials {
+  akId: string;
+  akSecret: string;
+  securityToken?: string;
+}
+
+const PROFILE_KEYS: Record<string, keyof Credentials> = {
+  akid: 'akId',
+  accesskeyid: 'akId',
+  aksecret: 'akSecret',
+  accesskeysecret: 'akSecret',
+  securitytoken: 'securityToken',
+};
+
+/**
+ * A profile is `key=value` lines (`#` comments): akId (or accessKeyId), akSecret (or
+ * accessKeySecret), optionally securityToken. Key spellings fold as volume options do.
+ */
+export function parseProfile(text: string, name: string): Credentials {
+  const found: Partial<Credentials> = {};
+  text.split('\n').forEach((line, i) => {
+    const l = line.trim();
+    if (!l || l.startsWith('#')) return;
+    const eq = l.indexOf('=');
+    if (eq < 1) throw new OptionsError(`credentials profile '${name}' line ${i + 1} is not key=value`);
+    const key = PROFILE_KEYS[foldKey(l.slice(0, eq).trim())];
+    if (!key) {
+      throw new OptionsError(
+        `credentials profile '${name}' line ${i + 1} has an unknown key; accepted: akId, akSecret, securityToken`,
+      );
+    }
+    const value = l.slice(eq + 1).trim();
+    if (!value || /[\s:]/.test(value)) {
+      throw new OptionsError(`credentials profile '${name}': ${key} is empty or contains spaces or colons`);
+    }
+    found[key] = value;
+  });
+  if (!found.akId || !found.akSecret) {
+    throw new OptionsError(`credentials profile '${name}' must set both akId and akSecret`);
+  }
+  return found as Credentials;
+}
+
+/** The credentials for a mount, or undefined for a public bucket. */
+export async function resolveCredentials(spec: OssSpec, credentialsDir: string): Promise<Credentials | undefined> {
+  if (spec.akId && spec.akSecret) {
+    return { akId: spec.akId, akSecret: spec.akSecret, ...(spec.securityToken && { securityToken: spec.securityToken }) };
+  }
+  if (!spec.credentials) return undefined;
+  const file = path.join(credentialsDir, spec.credentials);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new OptionsError(
+      code === 'ENOENT'
+        ? `credentials profile '${spec.credentials}' not found: no file ${file} in the plugin's credentials directory ` +
+            `(OSSNAS_CREDENTIALS_DIR; on the host, the source of the plugin's 'credentials' mount)`
+        : `credentials profile '${spec.credentials}' cannot be read (${code ?? 'error'})`,
+    );
+  }
+  return parseProfile(text, spec.credentials);
+}

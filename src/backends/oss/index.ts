@@ -1,0 +1,151 @@
+// type=oss: a bucket (or a prefix of it) through a FUSE client running inside the plugin,
+// mounted under the propagated mount. s3fs is used, or ossfs when the rootfs has it.
+import { access, constants } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files.js';
+import { FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
+import { secretValues } from '../../redact.js';
+import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
+import { resolveCredentials, type Credentials } from './credentials.js';
+import { fromSpec, OSS_KEYS, toSpec, type OssSpec } from './options.js';
+
+type Client = 's3fs' | 'ossfs';
+
+const CLIENT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+async function onPath(command: string): Promise<boolean> {
+  for (const dir of CLIENT_PATH.split(':')) {
+    if (await access(path.join(dir, command), constants.X_OK).then(() => true, () => false)) return true;
+  }
+  return false;
+}
+
+let clientChoice: Promise<Client> | undefined;
+/** ossfs when it is installed (Alibaba's own client), else s3fs speaking OSS's S3 API. */
+function chooseClient(): Promise<Client> {
+  clientChoice ??= onPath('ossfs').then((yes) => (yes ? 'ossfs' : 's3fs'));
+  return clientChoice;
+}
+
+/** Path-style requests are the only ones an IP address or localhost endpoint can answer. */
+function needsPathStyle(url: string): boolean {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  return isIP(host) !== 0 || host === 'localhost';
+}
+
+/**
+ * How the client gets its keys, never through argv: a passwd file (0600, in a root-only
+ * directory, removed once the mount is ready) or, for an STS token, which s3fs accepts only
+ * that way, its environment (readable by root alone).
+ */
+interface CredentialHandoff {
+  file?: { path: string; text: string };
+  env: Record<string, string>;
+  options: string[];
+}
+
+export function credentialHandoff(client: Client, spec: OssSpec, creds: Credentials | undefined, dir: string): CredentialHandoff {
+  if (!creds) return { env: {}, options: [] };
+  if (creds.securityToken) {
+    if (client !== 's3fs') {
+      throw new BackendError('securityToken needs the s3fs client; this plugin runs ossfs, which reads only akId/akSecret');
+    }
+    return {
+      env: { AWSACCESSKEYID: creds.akId, AWSSECRETACCESSKEY: creds.akSecret, AWSSESSIONTOKEN: creds.securityToken },
+      options: ['use_session_token'],
+    };
+  }
+  const file = path.join(dir, 'passwd');
+  const text = client === 's3fs' ? `${creds.akId}:${creds.akSecret}\n` : `${spec.bucket}:${creds.akId}:${creds.akSecret}\n`;
+  return { file: { path: file, text }, env: {}, options: [`passwd_file=${file}`] };
+}
+
+/** The client's argv: never a secret in it. */
+export function clientArgs(spec: OssSpec, target: string, credentialOptions: string[]): string[] {
+  const source = spec.path === '/' ? spec.bucket : `${spec.bucket}:${spec.path}`;
+  const o: string[] = [`url=${spec.url}`, 'allow_other', ...credentialOptions];
+  if (needsPathStyle(spec.url) && !/-o use_path_request_style\b/.test(spec.otherOpts)) o.push('use_path_request_style');
+  if (spec.uid !== undefined) o.push(`uid=${spec.uid}`);
+  if (spec.gid !== undefined) o.push(`gid=${spec.gid}`);
+  if (spec.umask !== undefined) o.push(`umask=${spec.umask}`);
+  if (spec.readonly) o.push('ro');
+  const extra = spec.otherOpts ? spec.otherOpts.split(' ').filter((t) => t !== '-o') : [];
+  return [source, target, '-f', ...[...o, ...extra].flatMap((x) => ['-o', x])];
+}
+
+export class OssBackend implements Backend {
+  readonly type = 'oss';
+  readonly keys = OSS_KEYS;
+  /** Running clients by mountpoint. Empty after a plugin restart; unmount then works from the mount table. */
+  private readonly daemons = new Map<string, FuseDaemon>();
+
+  parse(options: Record<string, string>): VolumeOptions {
+    return fromSpec(toSpec(options));
+  }
+
+  async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
+    await resolveCredentials(toSpec(options), ctx.settings.credentialsDir);
+  }
+
+  describe(options: VolumeOptions): Record<string, unknown> {
+    const spec = toSpec(options);
+    return {
+      bucket: spec.bucket,
+      url: spec.url,
+      path: spec.path,
+      credentials: spec.credentials ? `profile ${spec.credentials}` : spec.akId ? 'inline' : 'none (public bucket)',
+      readonly: spec.readonly,
+    };
+  }
+
+  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+    const spec = toSpec(options);
+    const client = await chooseClient();
+    const creds = await resolveCredentials(spec, ctx.settings.credentialsDir);
+    const dir = path.join(ctx.settings.runDir, 'oss', name);
+    const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : [])];
+    let credFile: string | undefined;
+    try {
+      const handoff = credentialHandoff(client, spec, creds, dir);
+      if (handoff.file) {
+        await ensureDir(dir, 0o700);
+        await writePrivateFile(handoff.file.path, handoff.file.text);
+        credFile = handoff.file.path;
+      }
+      const daemon = await startFuseDaemon({
+        command: client,
+        args: clientArgs(spec, target, handoff.options),
+        env: { PATH: CLIENT_PATH, HOME: dir, ...handoff.env },
+        target,
+        deadlineMs: ctx.settings.mountTimeoutMs,
+        secrets,
+        log: ctx.log,
+      });
+      this.daemons.set(target, daemon);
+      void daemon.exited.then((exit) => {
+        if (this.daemons.get(target) !== daemon) return; // unmounted on purpose
+        this.daemons.delete(target);
+        const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+        ctx.onMountLost(name, `${client} ${how}${exit.stderr ? `: ${exit.stderr}` : ''}`);
+      });
+    } catch (err) {
+      if (err instanceof FuseMountError) throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}`);
+      throw err;
+    } finally {
+      // The client has read its keys by the time the mount is ready (or it has given up).
+      if (credFile) await removeFileQuietly(credFile);
+    }
+  }
+
+  async unmount(_name: string, _options: VolumeOptions, target: string): Promise<void> {
+    const daemon = this.daemons.get(target);
+    this.daemons.delete(target); // its exit is expected from here on
+    try {
+      await unmountFuse(target, daemon);
+    } catch (err) {
+      if (daemon) this.daemons.set(target, daemon);
+      throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,206 @@
+// The `type=oss` option table of design.md, as a schema. Values are normalised so that the same
+// volume written two ways compares equal (idempotent Create).
+import { z } from 'zod';
+import { canonicalizeKeys, describeIssues, OptionsError, parseBoolean } from '../options.js';
+import { formatOtherOpts, parseOtherOpts } from './other-opts.js';
+
+export const OSS_KEYS = [
+  'type',
+  'bucket',
+  'url',
+  'path',
+  'akId',
+  'akSecret',
+  'securityToken',
+  'credentials',
+  'uid',
+  'gid',
+  'umask',
+  'readonly',
+  'otherOpts',
+] as const;
+
+export interface OssSpec {
+  bucket: string;
+  url: string;
+  /** '/' or '/a/b' */
+  path: string;
+  akId?: string;
+  akSecret?: string;
+  securityToken?: string;
+  credentials?: string;
+  uid?: number;
+  gid?: number;
+  /** three octal digits */
+  umask?: string;
+  readonly: boolean;
+  otherOpts: string;
+}
+
+const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
+
+/** 'oss-cn-hangzhou.aliyuncs.com', 'https://host', 'http://127.0.0.1:9000' -> 'scheme://host[:port]' */
+export function normalizeEndpoint(value: string): string {
+  const v = value.trim();
+  if (!v || /[\s,]/.test(v)) throw new Error('an endpoint such as oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000');
+  let u: URL;
+  try {
+    u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? v : `https://${v}`);
+  } catch {
+    throw new Error(`'${v}' is not an endpoint; expected a host name or http(s)://host[:port]`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('only http:// and https:// endpoints are accepted');
+  if (u.username || u.password) throw new Error('an endpoint must not contain credentials; use the credentials option');
+  if ((u.pathname && u.pathname !== '/') || u.search || u.hash) {
+    throw new Error('an endpoint is scheme://host[:port] with no path; use the path option for a sub-path');
+  }
+  return `${u.protocol}//${u.host}`;
+}
+
+/** '/a/b/', 'a/b', '' -> '/a/b' or '/'; refuses '..', '.', commas and control characters. */
+export function normalizeSubPath(value: string): string {
+  if (!NO_CONTROL.test(value) || value.includes(',') || value.includes('\\')) {
+    throw new Error('a path must not contain commas, backslashes or control characters');
+  }
+  const parts = value.split('/').filter((p) => p !== '');
+  if (parts.some((p) => p === '.' || p === '..')) throw new Error("a path must not contain '.' or '..' segments");
+  if (value.length > 1024) throw new Error('a path is at most 1024 characters');
+  return parts.length ? `/${parts.join('/')}` : '/';
+}
+
+const endpoint = z.string({ error: 'the endpoint, e.g. oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000' }).transform((v, ctx) => {
+  try {
+    return normalizeEndpoint(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const subPath = z.string().transform((v, ctx) => {
+  try {
+    return normalizeSubPath(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const id = z
+  .string()
+  .regex(/^[0-9]{1,10}$/, 'expected a whole number such as 1000')
+  .transform(Number)
+  .refine((n) => n <= 4294967294, 'expected a number below 4294967295');
+
+const credentialValue = z
+  .string()
+  .min(1, 'must not be empty')
+  .regex(/^[^\s:]+$/, 'must not contain spaces, newlines or colons');
+
+const boolean = z.string().transform((v, ctx) => {
+  const b = parseBoolean(v);
+  if (b === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected true or false, got '${v}'` });
+    return z.NEVER;
+  }
+  return b;
+});
+
+const schema = z
+  .object({
+    type: z.literal('oss'),
+    bucket: z
+      .string({ error: 'the bucket to mount' })
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'a bucket name is 3-63 lowercase letters, digits, dots and hyphens'),
+    url: endpoint,
+    path: subPath.optional(),
+    akId: credentialValue.optional(),
+    akSecret: credentialValue.optional(),
+    securityToken: z.string().regex(/^[^\s]+$/, 'must not be empty or contain spaces or newlines').optional(),
+    credentials: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'a profile name: letters, digits, dots, dashes, underscores')
+      .optional(),
+    uid: id.optional(),
+    gid: id.optional(),
+    umask: z
+      .string()
+      .regex(/^0?[0-7]{1,3}$/, 'expected an octal mask such as 022 or 0002')
+      .transform((v) => Number.parseInt(v, 8).toString(8).padStart(3, '0'))
+      .optional(),
+    readonly: boolean.optional(),
+    otherOpts: z
+      .string()
+      .transform((v, ctx) => {
+        try {
+          return formatOtherOpts(parseOtherOpts(v));
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^invalid option 'otherOpts': /, '') });
+          return z.NEVER;
+        }
+      })
+      .optional(),
+  })
+  .superRefine((o, ctx) => {
+    const inline = o.akId !== undefined || o.akSecret !== undefined || o.securityToken !== undefined;
+    if (inline && o.credentials !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['credentials'],
+        message: 'give either credentials=PROFILE or akId/akSecret, not both',
+      });
+    }
+    if (inline && (o.akId === undefined || o.akSecret === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [o.akId === undefined ? 'akId' : 'akSecret'],
+        message: 'akId and akSecret go together',
+      });
+    }
+    const isPublic = /(^| )-o public_bucket=1( |$)/.test(o.otherOpts ?? '');
+    if (!inline && o.credentials === undefined && !isPublic) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [],
+        message:
+          'credentials are required: give credentials=PROFILE (a file in the plugin credentials directory; preferred) ' +
+          "or akId and akSecret (shown by 'docker volume inspect'), or otherOpts='-o public_bucket=1' for a public bucket",
+      });
+    }
+  });
+
+export function toSpec(raw: Record<string, string>): OssSpec {
+  const options = canonicalizeKeys(raw, OSS_KEYS, 'type=oss');
+  const result = schema.safeParse(options);
+  if (!result.success) throw new OptionsError(describeIssues(result.error, options));
+  const o = result.data;
+  return {
+    bucket: o.bucket,
+    url: o.url,
+    path: o.path ?? '/',
+    ...(o.akId !== undefined && { akId: o.akId }),
+    ...(o.akSecret !== undefined && { akSecret: o.akSecret }),
+    ...(o.securityToken !== undefined && { securityToken: o.securityToken }),
+    ...(o.credentials !== undefined && { credentials: o.credentials }),
+    ...(o.uid !== undefined && { uid: o.uid }),
+    ...(o.gid !== undefined && { gid: o.gid }),
+    ...(o.umask !== undefined && { umask: o.umask }),
+    readonly: o.readonly ?? false,
+    otherOpts: o.otherOpts ?? '',
+  };
+}
+
+/** The normalised option map kept in state; defaults are written out so equal volumes compare equal. */
+export function fromSpec(spec: OssSpec): Record<string, string> {
+  const out: Record<string, string> = { type: 'oss', bucket: spec.bucket, url: spec.url, path: spec.path };
+  if (spec.akId !== undefined) out.akId = spec.akId;
+  if (spec.akSecret !== undefined) out.akSecret = spec.akSecret;
+  if (spec.securityToken !== undefined) out.securityToken = spec.securityToken;
+  if (spec.credentials !== undefined) out.credentials = spec.credentials;
+  if (spec.uid !== undefined) out.uid = String(spec.uid);
+  if (spec.gid !== undefined) out.gid = String(spec.gid);
+  if (spec.umask !== undefined) out.umask = spec.umask;
+  out.readonly = String(spec.readonly);
+  if (spec.otherOpts) out.otherOpts = spec.otherOpts;
+  return out;
+}

@@ -1,0 +1,125 @@
+// `otherOpts`: extra ossfs/s3fs `-o` options, only from an allow-list, so no volume option can
+// change the mount target, the credentials, or the plugin's own choices (allow_other, uid, ...).
+import { OptionsError } from '../options.js';
+
+const NUMBER = /^[0-9]{1,12}$/;
+const FLAG = null;
+
+/** name -> accepted value (regex), or null for a flag that takes no value. */
+const ALLOWED: Record<string, RegExp | null> = {
+  connect_timeout: NUMBER,
+  readwrite_timeout: NUMBER,
+  retries: NUMBER,
+  multipart_size: NUMBER,
+  multipart_copy_size: NUMBER,
+  singlepart_copy_limit: NUMBER,
+  parallel_count: NUMBER,
+  multireq_max: NUMBER,
+  max_dirty_data: NUMBER,
+  max_stat_cache_size: NUMBER,
+  stat_cache_expire: NUMBER,
+  stat_cache_interval_expire: NUMBER,
+  ensure_diskfree: NUMBER,
+  list_object_max_keys: NUMBER,
+  free_space_ratio: NUMBER,
+  mp_umask: /^0?[0-7]{1,3}$/,
+  dbglevel: /^(crit|critical|err|error|warn|warning|info|information|debug|dbg)$/,
+  endpoint: /^[a-z0-9-]{1,64}$/,
+  region: /^[a-z0-9-]{1,64}$/,
+  storage_class: /^[A-Za-z_]{1,32}$/,
+  default_acl: /^[a-z-]{1,40}$/,
+  ssl_verify_hostname: /^[01]$/,
+  public_bucket: /^1$/,
+  nomultipart: FLAG,
+  enable_noobj_cache: FLAG,
+  disable_noobj_cache: FLAG,
+  use_path_request_style: FLAG,
+  sigv2: FLAG,
+  sigv4: FLAG,
+  listobjectsv2: FLAG,
+  complement_stat: FLAG,
+  notsup_compat_dir: FLAG,
+  compat_dir: FLAG,
+  nocopyapi: FLAG,
+  norenameapi: FLAG,
+  noxmlns: FLAG,
+  nonempty: FLAG,
+  kernel_cache: FLAG,
+  enable_content_md5: FLAG,
+  use_xattr: FLAG,
+  no_check_certificate: FLAG,
+  curldbg: FLAG,
+  readdir_optimize: FLAG,
+};
+
+/** Options ossnas sets itself, and the volume option that controls each. */
+const OWNED: Record<string, string> = {
+  allow_other: 'always on',
+  uid: "use the 'uid' option",
+  gid: "use the 'gid' option",
+  umask: "use the 'umask' option",
+  ro: "use the 'readonly' option",
+  url: "use the 'url' option",
+  bucket: "use the 'bucket' option",
+  passwd_file: "use the 'credentials' option",
+  profile: "use the 'credentials' option",
+};
+
+export const ALLOWED_OTHER_OPTS = Object.keys(ALLOWED);
+
+export interface OtherOpt {
+  name: string;
+  value?: string;
+}
+
+/**
+ * Parses `-o a=1 -o b,c=2` (the CSI driver's form), `-oa=1` or a bare `a=1,b`, and returns the
+ * options in order. Throws OptionsError naming the offending option.
+ */
+export function parseOtherOpts(text: string): OtherOpt[] {
+  const items: string[] = [];
+  const tokens = text.trim().split(/[ \t]+/).filter(Boolean);
+  for (let i = 0; i < tokens.length; i++) {
+    let tok = tokens[i]!;
+    if (tok === '-o') {
+      const next = tokens[++i];
+      if (next === undefined) throw new OptionsError("invalid option 'otherOpts': '-o' at the end has no value");
+      tok = next;
+    } else if (tok.startsWith('-o')) {
+      tok = tok.slice(2);
+    } else if (tok.startsWith('-')) {
+      throw new OptionsError(`invalid option 'otherOpts': only '-o name[=value]' is accepted, got '${tok}'`);
+    }
+    items.push(...tok.split(',').filter(Boolean));
+  }
+
+  const seen = new Set<string>();
+  return items.map((item) => {
+    const eq = item.indexOf('=');
+    const name = (eq < 0 ? item : item.slice(0, eq)).trim();
+    const value = eq < 0 ? undefined : item.slice(eq + 1);
+    if (name in OWNED) {
+      throw new OptionsError(`invalid option 'otherOpts': '${name}' is set by ossnas (${OWNED[name]})`);
+    }
+    if (!(name in ALLOWED)) {
+      throw new OptionsError(
+        `invalid option 'otherOpts': '${name}' is not allowed; allowed: ${ALLOWED_OTHER_OPTS.join(', ')}`,
+      );
+    }
+    const pattern = ALLOWED[name];
+    if (pattern === null && value !== undefined) {
+      throw new OptionsError(`invalid option 'otherOpts': '${name}' takes no value`);
+    }
+    if (pattern && (value === undefined || !pattern.test(value))) {
+      throw new OptionsError(`invalid option 'otherOpts': '${name}' needs a value matching ${pattern.source}`);
+    }
+    if (seen.has(name)) throw new OptionsError(`invalid option 'otherOpts': '${name}' is given twice`);
+    seen.add(name);
+    return value === undefined ? { name } : { name, value };
+  });
+}
+
+/** The canonical text stored in state: `-o a=1 -o b`. */
+export function formatOtherOpts(opts: OtherOpt[]): string {
+  return opts.map((o) => `-o ${o.value === undefined ? o.name : `${o.name}=${o.value}`}`).join(' ');
+}

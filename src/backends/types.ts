@@ -1,0 +1,32 @@
+// What every volume type provides to the driver. A backend knows nothing of HTTP or of state.
+import type { Logger } from '../log.js';
+import type { Settings } from '../settings.js';
+
+/** Options after validation: canonical keys, normalised values. This is what state stores. */
+export type VolumeOptions = Record<string, string>;
+
+export interface BackendContext {
+  settings: Settings;
+  log: Logger;
+  /** Called when a mount stops serving on its own (its FUSE client died), with the reason. */
+  onMountLost(name: string, reason: string): void;
+}
+
+export interface Backend {
+  readonly type: string;
+  /** Canonical option keys this type accepts (for messages and key folding). */
+  readonly keys: readonly string[];
+  /** Validates options (keys already canonical) and returns their normalised form. Throws OptionsError. */
+  parse(options: Record<string, string>): VolumeOptions;
+  /** Checks that need the plugin's surroundings (a credentials profile exists). Runs at Create. */
+  check(options: VolumeOptions, ctx: BackendContext): Promise<void>;
+  /** Where the data lives, for Status; never a secret. */
+  describe(options: VolumeOptions): Record<string, unknown>;
+  /** Mounts the volume at `target` (an existing empty directory) within the mount deadline. */
+  mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
+  /** Undoes mount. Throws if the mount is still in place afterwards. */
+  unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
+}
+
+/** A backend failure whose message is meant for the user (the client's own words, secrets removed). */
+export class BackendError extends Error {}

@@ -1,0 +1,273 @@
+// The volume lifecycle: Create/Remove/Mount/Unmount/Path/Get/List/Capabilities, with mount
+// reference counting by Docker's mount ID, persisted, and one call at a time per volume.
+import path from 'node:path';
+import {
+  backendFor,
+  BackendError,
+  OptionsError,
+  parseVolumeOptions,
+  type BackendContext,
+  type BackendRegistry,
+} from '../backends/index.js';
+import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
+import { isMountpoint } from '../host/mountinfo.js';
+import type { Logger } from '../log.js';
+import { scrub, secretValues } from '../redact.js';
+import type { Settings } from '../settings.js';
+import { VolumeError } from './errors.js';
+import { KeyedMutex } from './keyed-mutex.js';
+import { validateVolumeName } from './names.js';
+import { openState, refCount, type StateStore, type VolumeRecord } from './state.js';
+
+export interface VolumeInfo {
+  Name: string;
+  Mountpoint: string;
+  CreatedAt: string;
+  Status?: Record<string, unknown>;
+}
+
+export class VolumeDriver {
+  private readonly lock = new KeyedMutex();
+  private readonly ctx: BackendContext;
+
+  private constructor(
+    private readonly settings: Settings,
+    private readonly backends: BackendRegistry,
+    private readonly db: StateStore,
+    private readonly log: Logger,
+  ) {
+    this.ctx = { settings, log, onMountLost: (name, reason) => this.mountLost(name, reason) };
+  }
+
+  static async open(settings: Settings, backends: BackendRegistry, log: Logger): Promise<VolumeDriver> {
+    const db = await openState(settings.stateDir);
+    await ensureDir(settings.mountRoot, 0o755);
+    await ensureDir(settings.runDir, 0o700);
+    return new VolumeDriver(settings, backends, db, log);
+  }
+
+  mountpoint(name: string): string {
+    return path.join(this.settings.mountRoot, name);
+  }
+
+  private find(name: string): VolumeRecord | undefined {
+    return Object.hasOwn(this.db.data.volumes, name) ? this.db.data.volumes[name] : undefined;
+  }
+
+  private require(name: string): VolumeRecord {
+    const v = this.find(name);
+    if (!v) throw new VolumeError('not-found', `volume ${name} not found`);
+    return v;
+  }
+
+  async create(name: unknown, opts: Record<string, string> | null | undefined): Promise<void> {
+    const volume = validateVolumeName(name);
+    let parsed;
+    try {
+      parsed = parseVolumeOptions(this.backends, opts);
+    } catch (err) {
+      if (err instanceof OptionsError) throw new VolumeError('invalid', `volume ${volume}: ${err.message}`);
+      throw err;
+    }
+    const { backend, options } = parsed;
+    await this.lock.run(volume, async () => {
+      const existing = this.find(volume);
+      if (existing) {
+        const differing = differentKeys(existing.options, options);
+        if (differing.length === 0) return; // idempotent
+        throw new VolumeError(
+          'conflict',
+          `volume ${volume} already exists with different options (${differing.join(', ')}); ` +
+            `remove it first to change them`,
+        );
+      }
+      try {
+        await backend.check(options, this.ctx);
+      } catch (err) {
+        if (err instanceof OptionsError || err instanceof BackendError) {
+          throw new VolumeError('invalid', `volume ${volume}: ${err.message}`);
+        }
+        throw err;
+      }
+      this.db.data.volumes[volume] = {
+        name: volume,
+        createdAt: new Date().toISOString(),
+        options,
+        mounts: {},
+        mounted: false,
+      };
+      await this.db.write();
+      this.log.info({ volume, type: backend.type }, 'volume created');
+    });
+  }
+
+  async remove(name: unknown): Promise<void> {
+    const volume = validateVolumeName(name);
+    await this.lock.run(volume, async () => {
+      const v = this.require(volume);
+      const refs = refCount(v);
+      const target = this.mountpoint(volume);
+      if (refs > 0 || v.mounted || (await isMountpoint(target))) {
+        throw new VolumeError(
+          'in-use',
+          `volume ${volume} is in use (${refs} mount reference${refs === 1 ? '' : 's'}` +
+            `${v.mounted ? ', mounted' : ''}); stop the containers using it first`,
+        );
+      }
+      // Only an empty, unmounted local directory is removed: never data in the backend.
+      const outcome = await removeEmptyMountpoint(target);
+      if (outcome === 'mounted' || outcome === 'not-empty') {
+        this.log.warn({ volume, target, outcome }, 'mountpoint directory left in place');
+      }
+      delete this.db.data.volumes[volume];
+      await this.db.write();
+      this.log.info({ volume }, 'volume removed (backend data untouched)');
+    });
+  }
+
+  async mount(name: unknown, id: unknown): Promise<string> {
+    const volume = validateVolumeName(name);
+    const mountId = validateMountId(id);
+    return this.lock.run(volume, async () => {
+      const v = this.require(volume);
+      const target = this.mountpoint(volume);
+      // Mount for real when nobody holds it, or when it is recorded but no longer there.
+      if (refCount(v) === 0 || !v.mounted || !(await isMountpoint(target))) {
+        await this.mountBackend(v, target);
+      }
+      v.mounts[mountId] = (v.mounts[mountId] ?? 0) + 1;
+      await this.db.write();
+      return target;
+    });
+  }
+
+  private async mountBackend(v: VolumeRecord, target: string): Promise<void> {
+    const backend = backendFor(this.backends, v.options);
+    await ensureDir(target, 0o755);
+    if (await isMountpoint(target)) {
+      // Something stale is there (a dead FUSE mount): replace it.
+      await backend.unmount(v.name, v.options, target, this.ctx).catch(() => undefined);
+    }
+    try {
+      await backend.mount(v.name, v.options, target, this.ctx);
+      v.mounted = true;
+      delete v.lastError;
+    } catch (err) {
+      v.mounted = false;
+      const message = scrub((err as Error).message, secretValues(v.options));
+      v.lastError = { message, at: new Date().toISOString() };
+      await this.db.write();
+      if (err instanceof BackendError || err instanceof OptionsError) {
+        throw new VolumeError('backend', `volume ${v.name}: ${message}`);
+      }
+      throw err;
+    }
+  }
+
+  async unmount(name: unknown, id: unknown): Promise<void> {
+    const volume = validateVolumeName(name);
+    const mountId = validateMountId(id);
+    await this.lock.run(volume, async () => {
+      const v = this.find(volume);
+      const count = v?.mounts[mountId];
+      if (!v || count === undefined) {
+        // Docker sends Unmount after failed mounts and after restarts: nothing to do is success.
+        this.log.debug({ volume, id: mountId }, 'unmount of an unknown mount ID ignored');
+        return;
+      }
+      if (count > 1) v.mounts[mountId] = count - 1;
+      else delete v.mounts[mountId];
+      const target = this.mountpoint(volume);
+      if (refCount(v) === 0 && (v.mounted || (await isMountpoint(target)))) {
+        const backend = backendFor(this.backends, v.options);
+        try {
+          await backend.unmount(v.name, v.options, target, this.ctx);
+          v.mounted = false;
+        } catch (err) {
+          // Still mounted: keep the reference so that state tells the truth and a retry works.
+          v.mounts[mountId] = count;
+          const message = scrub((err as Error).message, secretValues(v.options));
+          v.lastError = { message, at: new Date().toISOString() };
+          await this.db.write();
+          throw new VolumeError('backend', `volume ${volume}: ${message}`);
+        }
+      }
+      await this.db.write();
+    });
+  }
+
+  /** Answered from state, never from the backend. */
+  path(name: unknown): string {
+    const volume = validateVolumeName(name);
+    this.require(volume);
+    return this.mountpoint(volume);
+  }
+
+  /** Answered from state, never from the backend (a Get error makes Docker forget the volume). */
+  get(name: unknown): VolumeInfo {
+    const volume = validateVolumeName(name);
+    const v = this.require(volume);
+    return { ...this.summary(v), Status: this.status(v) };
+  }
+
+  list(): VolumeInfo[] {
+    return Object.values(this.db.data.volumes).map((v) => this.summary(v));
+  }
+
+  capabilities(): { Scope: 'local' | 'global' } {
+    return { Scope: 'local' };
+  }
+
+  private summary(v: VolumeRecord): VolumeInfo {
+    return { Name: v.name, Mountpoint: this.mountpoint(v.name), CreatedAt: v.createdAt };
+  }
+
+  private status(v: VolumeRecord): Record<string, unknown> {
+    let target: Record<string, unknown>;
+    try {
+      target = backendFor(this.backends, v.options).describe(v.options);
+    } catch (err) {
+      target = { error: (err as Error).message };
+    }
+    const refs = refCount(v);
+    return {
+      type: v.options.type,
+      ...target,
+      mounted: v.mounted,
+      refs,
+      health: v.lastError ? 'error' : v.mounted ? 'ok' : 'idle',
+      ...(v.lastError && { lastError: v.lastError.message, lastErrorAt: v.lastError.at }),
+    };
+  }
+
+  /** A backend reports that a mount stopped serving by itself. */
+  private mountLost(name: string, reason: string): void {
+    void this.lock.run(name, async () => {
+      const v = this.find(name);
+      if (!v) return;
+      const message = scrub(reason, secretValues(v.options));
+      this.log.warn({ volume: name, reason: message }, 'mount lost');
+      v.lastError = { message: `mount lost: ${message}`, at: new Date().toISOString() };
+      v.mounted = false; // the next Mount replaces it
+      await this.db.write();
+    });
+  }
+
+  /** Waits for queued state writes; used at shutdown. */
+  async flush(): Promise<void> {
+    await this.db.write();
+  }
+}
+
+function validateMountId(id: unknown): string {
+  if (typeof id !== 'string' || !/^[A-Za-z0-9_.-]{1,128}$/.test(id)) {
+    throw new VolumeError('invalid', `invalid mount ID ${JSON.stringify(id)?.slice(0, 80)}: expected Docker's hex ID`);
+  }
+  return id;
+}
+
+/** Option keys whose values differ between two normalised option maps (values never shown). */
+function differentKeys(a: Record<string, string>, b: Record<string, string>): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].filter((k) => a[k] !== b[k]).sort();
+}

@@ -1,0 +1,47 @@
+// Small filesystem steps with the care a root process needs: explicit modes, no recursive deletes.
+import { chmod, mkdir, open, rename, rmdir, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { isMountpoint } from './mountinfo.js';
+
+/** mkdir -p, then force the mode (the process umask is 077). */
+export async function ensureDir(dir: string, mode: number): Promise<void> {
+  await mkdir(dir, { recursive: true, mode });
+  await chmod(dir, mode);
+}
+
+/**
+ * Writes a file readable by root only, atomically (temp file + fsync + rename), so a reader
+ * never sees half a file and no other user can ever open it.
+ */
+export async function writePrivateFile(file: string, content: string): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+}
+
+export async function removeFileQuietly(file: string): Promise<void> {
+  await unlink(file).catch(() => undefined);
+}
+
+/**
+ * Removes an empty mountpoint directory. Never recursive, and never while something is mounted
+ * there: that is how other plugins deleted users' remote data. Returns what happened.
+ */
+export async function removeEmptyMountpoint(dir: string): Promise<'removed' | 'absent' | 'mounted' | 'not-empty'> {
+  if (await isMountpoint(dir)) return 'mounted';
+  try {
+    await rmdir(dir);
+    return 'removed';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'absent';
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') return 'not-empty';
+    throw err;
+  }
+}

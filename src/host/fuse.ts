@@ -1,0 +1,147 @@
+// FUSE clients (s3fs, ossfs) run in the foreground as our children, so we see their exit status
+// and their own error text, and we decide when the mount counts as ready: when the kernel lists
+// it in the mount table (a double-forking client gives no such signal).
+import { statfs } from 'node:fs/promises';
+import { execa, type ResultPromise } from 'execa';
+import type { Logger } from '../log.js';
+import { scrub } from '../redact.js';
+import { run } from './exec.js';
+import { findMount } from './mountinfo.js';
+
+export class FuseMountError extends Error {}
+
+export interface FuseStart {
+  command: string;
+  args: string[];
+  /** The child's whole environment: nothing of ours (and no stray credentials) is inherited. */
+  env: Record<string, string>;
+  target: string;
+  deadlineMs: number;
+  secrets: string[];
+  log: Logger;
+}
+
+export interface FuseExit {
+  code: number | undefined;
+  signal: string | undefined;
+  stderr: string;
+}
+
+export interface FuseDaemon {
+  pid: number | undefined;
+  /** Resolves when the client process ends, for whatever reason. */
+  exited: Promise<FuseExit>;
+  /** The client's latest stderr, secrets removed. */
+  stderrTail(): string;
+}
+
+const STDERR_TAIL_BYTES = 8192;
+const POLL_MS = 50;
+const READY_GRACE_MS = 50;
+
+async function isFuseMounted(target: string): Promise<boolean> {
+  const m = await findMount(target);
+  return !!m && m.fsType.startsWith('fuse');
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`timed out after ${ms} ms`)))]);
+}
+
+export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
+  const child: ResultPromise = execa(spec.command, spec.args, {
+    env: spec.env,
+    extendEnv: false,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    buffer: false,
+    reject: false,
+    // The daemon must not die with us: in host-process mode it keeps serving containers
+    // across an ossnas restart. Inside a managed plugin the cgroup decides anyway.
+    cleanup: false,
+    detached: true,
+  });
+
+  // s3fs writes early errors to stderr and its log ([CRT], [ERR] ...) to stdout: keep the tail
+  // of both, without the chatty [INF]/[DBG] lines.
+  let tail = '';
+  const collect = (chunk: string) => {
+    tail = (tail + chunk).slice(-STDERR_TAIL_BYTES);
+  };
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.setEncoding('utf8');
+    stream?.on('data', collect);
+  }
+  const stderrTail = () =>
+    scrub(
+      tail
+        .split('\n')
+        .filter((l) => l.trim() && !/\[(INF|DBG)\]/.test(l))
+        .join('\n')
+        .trim(),
+      spec.secrets,
+    );
+
+  let done = false;
+  const exited: Promise<FuseExit> = child.then((r) => {
+    done = true;
+    return { code: r.exitCode, signal: r.signal, stderr: stderrTail() };
+  });
+  const daemon: FuseDaemon = { pid: child.pid, exited, stderrTail };
+  const name = spec.command;
+
+  const deadline = Date.now() + spec.deadlineMs;
+  while (Date.now() < deadline) {
+    if (await isFuseMounted(spec.target)) {
+      // The mount appears before the client has checked the bucket (s3fs does that while
+      // answering the kernel's INIT, then exits on failure). statfs waits for INIT; a short
+      // grace then shows whether the client stayed.
+      await withTimeout(statfs(spec.target), Math.max(deadline - Date.now(), 1)).catch(() => undefined);
+      await Promise.race([exited, sleep(READY_GRACE_MS)]);
+      if (!done && (await isFuseMounted(spec.target))) return daemon;
+    }
+    if (done) {
+      const r = await exited;
+      await lazyUnmount(spec.target); // a client that died mounted leaves a dead mount behind
+      const how = r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`;
+      throw new FuseMountError(`${name} ${how} before the mount was ready${r.stderr ? `: ${r.stderr}` : ''}`);
+    }
+    await Promise.race([exited, sleep(POLL_MS)]);
+  }
+
+  // Too slow: stop the client and make sure nothing is left mounted.
+  spec.log.warn({ target: spec.target, command: name }, 'FUSE mount deadline passed; stopping the client');
+  await stopProcess(child, exited);
+  await lazyUnmount(spec.target);
+  const said = stderrTail();
+  throw new FuseMountError(
+    `${name} did not finish mounting within ${Math.round(spec.deadlineMs / 1000)} s` +
+      (said ? `: ${said}` : ' (it printed nothing; is the endpoint reachable?)'),
+  );
+}
+
+async function stopProcess(child: ResultPromise, exited: Promise<unknown>): Promise<void> {
+  child.kill('SIGTERM');
+  const stopped = await Promise.race([exited.then(() => true), sleep(2000).then(() => false)]);
+  if (!stopped) {
+    child.kill('SIGKILL');
+    await Promise.race([exited, sleep(2000)]);
+  }
+}
+
+/** Unmounts a FUSE mount and waits for its client to exit. Throws with umount's own text on failure. */
+export async function unmountFuse(target: string, daemon: FuseDaemon | undefined, timeoutMs = 10_000): Promise<void> {
+  if (await findMount(target)) await run('umount', [target], { timeoutMs });
+  if (daemon) await Promise.race([daemon.exited, sleep(5000)]);
+}
+
+/** Detaches a mount even if its server is gone (ENOTCONN) or it is busy. Never throws. */
+export async function lazyUnmount(target: string): Promise<void> {
+  if (!(await findMount(target))) return;
+  await run('umount', ['-l', target], { timeoutMs: 5000 }).catch(() => undefined);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

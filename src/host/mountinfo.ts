@@ -1,0 +1,46 @@
+// The kernel's mount table as this process sees it (/proc/self/mountinfo).
+import { readFile } from 'node:fs/promises';
+
+export interface MountEntry {
+  mountPoint: string;
+  fsType: string;
+  source: string;
+  options: string;
+}
+
+// mountinfo escapes space, tab, newline and backslash as \ooo octal.
+function unescape(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+export function parseMountinfo(text: string): MountEntry[] {
+  const entries: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const fields = line.split(' ');
+    const sep = fields.indexOf('-', 6);
+    if (sep < 0 || fields.length < sep + 3) continue;
+    entries.push({
+      mountPoint: unescape(fields[4] ?? ''),
+      options: fields[5] ?? '',
+      fsType: fields[sep + 1] ?? '',
+      source: unescape(fields[sep + 2] ?? ''),
+    });
+  }
+  return entries;
+}
+
+export async function readMounts(file = '/proc/self/mountinfo'): Promise<MountEntry[]> {
+  return parseMountinfo(await readFile(file, 'utf8'));
+}
+
+/** The topmost mount at exactly `path`, if any (later lines stack over earlier ones). */
+export async function findMount(path: string): Promise<MountEntry | undefined> {
+  const mounts = await readMounts();
+  for (let i = mounts.length - 1; i >= 0; i--) if (mounts[i]!.mountPoint === path) return mounts[i];
+  return undefined;
+}
+
+export async function isMountpoint(path: string): Promise<boolean> {
+  return (await findMount(path)) !== undefined;
+}

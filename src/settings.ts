@@ -1,0 +1,76 @@
+// Plugin-wide settings. The same environment variables configure the managed plugin
+// (config.json `env`, changed with `docker plugin set`) and the plain host process.
+// Defaults live here as well as in config.json because `docker plugin upgrade` keeps the
+// old Settings.Env and never adds variables that a newer config.json introduces.
+import path from 'node:path';
+
+export type HostPid = 'auto' | number;
+
+export interface Settings {
+  socket: string;
+  stateDir: string;
+  mountRoot: string;
+  credentialsDir: string;
+  /** Private, root-only directory for short-lived files handed to FUSE clients. */
+  runDir: string;
+  hostPid: HostPid;
+  logLevel: string;
+  /** Deadline for one backend mount, kept below Docker's 30 s call timeout after a plain enable. */
+  mountTimeoutMs: number;
+}
+
+export const DEFAULTS = {
+  OSSNAS_SOCKET: '/run/docker/plugins/ossnas.sock',
+  OSSNAS_STATE_DIR: '/var/lib/ossnas',
+  OSSNAS_MOUNT_ROOT: '/mnt/volumes',
+  OSSNAS_CREDENTIALS_DIR: '/etc/ossnas/credentials',
+  OSSNAS_RUN_DIR: '/run/ossnas',
+  OSSNAS_HOST_PID: 'auto',
+  OSSNAS_MOUNT_TIMEOUT: '20',
+  LOG_LEVEL: 'info',
+} as const;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export class SettingsError extends Error {}
+
+function absolute(name: string, value: string): string {
+  if (!path.isAbsolute(value)) throw new SettingsError(`${name} must be an absolute path, got '${value}'`);
+  return path.normalize(value).replace(/(.)\/$/, '$1');
+}
+
+/** Reads settings from the environment; an empty value means "use the default". */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const get = (name: keyof typeof DEFAULTS): string => {
+    const v = env[name]?.trim();
+    return v ? v : DEFAULTS[name];
+  };
+
+  const hostPidRaw = get('OSSNAS_HOST_PID');
+  let hostPid: HostPid;
+  if (hostPidRaw === 'auto') hostPid = 'auto';
+  else if (/^[1-9][0-9]*$/.test(hostPidRaw)) hostPid = Number(hostPidRaw);
+  else throw new SettingsError(`OSSNAS_HOST_PID must be 'auto' or a process id, got '${hostPidRaw}'`);
+
+  const logLevel = get('LOG_LEVEL').toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new SettingsError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`);
+  }
+
+  const timeoutRaw = get('OSSNAS_MOUNT_TIMEOUT');
+  const timeoutS = Number(timeoutRaw);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(timeoutRaw) || timeoutS < 1 || timeoutS > 110) {
+    throw new SettingsError(`OSSNAS_MOUNT_TIMEOUT must be seconds between 1 and 110, got '${timeoutRaw}'`);
+  }
+
+  return {
+    socket: absolute('OSSNAS_SOCKET', get('OSSNAS_SOCKET')),
+    stateDir: absolute('OSSNAS_STATE_DIR', get('OSSNAS_STATE_DIR')),
+    mountRoot: absolute('OSSNAS_MOUNT_ROOT', get('OSSNAS_MOUNT_ROOT')),
+    credentialsDir: absolute('OSSNAS_CREDENTIALS_DIR', get('OSSNAS_CREDENTIALS_DIR')),
+    runDir: absolute('OSSNAS_RUN_DIR', get('OSSNAS_RUN_DIR')),
+    hostPid,
+    logLevel,
+    mountTimeoutMs: Math.round(timeoutS * 1000),
+  };
+}
