@@ -26,6 +26,11 @@ export interface VolumeInfo {
   Status?: Record<string, unknown>;
 }
 
+/** What the driver asks of the host; tests give a double that agrees with their fake backend. */
+export interface DriverHost {
+  isMountpoint(path: string): Promise<boolean>;
+}
+
 export class VolumeDriver {
   private readonly lock = new KeyedMutex();
   private readonly ctx: BackendContext;
@@ -35,15 +40,21 @@ export class VolumeDriver {
     private readonly backends: BackendRegistry,
     private readonly db: StateStore,
     private readonly log: Logger,
+    private readonly host: DriverHost,
   ) {
     this.ctx = { settings, log, onMountLost: (name, reason) => this.mountLost(name, reason) };
   }
 
-  static async open(settings: Settings, backends: BackendRegistry, log: Logger): Promise<VolumeDriver> {
+  static async open(
+    settings: Settings,
+    backends: BackendRegistry,
+    log: Logger,
+    host: DriverHost = { isMountpoint },
+  ): Promise<VolumeDriver> {
     const db = await openState(settings.stateDir);
     await ensureDir(settings.mountRoot, 0o755);
     await ensureDir(settings.runDir, 0o700);
-    return new VolumeDriver(settings, backends, db, log);
+    return new VolumeDriver(settings, backends, db, log, host);
   }
 
   mountpoint(name: string): string {
@@ -107,7 +118,7 @@ export class VolumeDriver {
       const v = this.require(volume);
       const refs = refCount(v);
       const target = this.mountpoint(volume);
-      if (refs > 0 || v.mounted || (await isMountpoint(target))) {
+      if (refs > 0 || v.mounted || (await this.host.isMountpoint(target))) {
         throw new VolumeError(
           'in-use',
           `volume ${volume} is in use (${refs} mount reference${refs === 1 ? '' : 's'}` +
@@ -132,7 +143,7 @@ export class VolumeDriver {
       const v = this.require(volume);
       const target = this.mountpoint(volume);
       // Mount for real when nobody holds it, or when it is recorded but no longer there.
-      if (refCount(v) === 0 || !v.mounted || !(await isMountpoint(target))) {
+      if (refCount(v) === 0 || !v.mounted || !(await this.host.isMountpoint(target))) {
         await this.mountBackend(v, target);
       }
       v.mounts[mountId] = (v.mounts[mountId] ?? 0) + 1;
@@ -144,7 +155,7 @@ export class VolumeDriver {
   private async mountBackend(v: VolumeRecord, target: string): Promise<void> {
     const backend = backendFor(this.backends, v.options);
     await ensureDir(target, 0o755);
-    if (await isMountpoint(target)) {
+    if (await this.host.isMountpoint(target)) {
       // Something stale is there (a dead FUSE mount): replace it.
       await backend.unmount(v.name, v.options, target, this.ctx).catch(() => undefined);
     }
@@ -178,7 +189,7 @@ export class VolumeDriver {
       if (count > 1) v.mounts[mountId] = count - 1;
       else delete v.mounts[mountId];
       const target = this.mountpoint(volume);
-      if (refCount(v) === 0 && (v.mounted || (await isMountpoint(target)))) {
+      if (refCount(v) === 0 && (v.mounted || (await this.host.isMountpoint(target)))) {
         const backend = backendFor(this.backends, v.options);
         try {
           await backend.unmount(v.name, v.options, target, this.ctx);

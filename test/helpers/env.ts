@@ -1,0 +1,45 @@
+// Temporary directories, settings and a quiet logger for tests.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createLogger, type Logger } from '../../src/log.js';
+import type { Settings } from '../../src/settings.js';
+import { Writable } from 'node:stream';
+
+export async function tempDir(prefix = 'ossnas-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export function testSettings(dir: string, overrides: Partial<Settings> = {}): Settings {
+  return {
+    socket: path.join(dir, 'plugin.sock'),
+    stateDir: path.join(dir, 'state'),
+    mountRoot: path.join(dir, 'volumes'),
+    credentialsDir: path.join(dir, 'credentials'),
+    runDir: path.join(dir, 'run'),
+    hostPid: 'auto',
+    logLevel: 'debug',
+    mountTimeoutMs: 10_000,
+    ...overrides,
+  };
+}
+
+/** A logger whose lines are kept in memory, so tests can look for leaked secrets in them. */
+export function memoryLogger(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(String(chunk));
+      cb();
+    },
+  });
+  return { log: createLogger('debug', sink), lines };
+}
+
+/** Whether tests that need root (real mounts, dockerd) can run here. In CI they must. */
+export function rootSkipReason(): string | false {
+  if (process.getuid?.() === 0) return false;
+  if (process.env.CI) throw new Error('this test needs root, and CI runs as root: refusing to skip');
+  return 'needs root';
+}

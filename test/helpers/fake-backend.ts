@@ -1,0 +1,45 @@
+// A test double for the backend layer: records calls, can be told to fail or to be slow, and
+// keeps its own "mount table" that the driver's host double reads.
+import { OptionsError } from '../../src/backends/options.js';
+import { BackendError, type Backend, type VolumeOptions } from '../../src/backends/types.js';
+
+export class FakeBackend implements Backend {
+  readonly type = 'fake';
+  readonly keys = ['type', 'target', 'secret', 'delayMs', 'fail'] as const;
+  readonly mounted = new Set<string>();
+  readonly calls: string[] = [];
+  failNextUnmount = false;
+
+  parse(options: Record<string, string>): VolumeOptions {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(options)) {
+      const key = this.keys.find((x) => x.toLowerCase() === k.toLowerCase().replace(/[-_]/g, ''));
+      if (!key) throw new OptionsError(`unknown option '${k}' for type=fake; accepted options: ${this.keys.join(', ')}`);
+      out[key] = v;
+    }
+    if (!out.target) throw new OptionsError("option 'target' is required");
+    return out;
+  }
+
+  async check(): Promise<void> {}
+
+  describe(options: VolumeOptions): Record<string, unknown> {
+    return { target: options.target };
+  }
+
+  async mount(name: string, options: VolumeOptions, target: string): Promise<void> {
+    this.calls.push(`mount ${name}`);
+    if (options.delayMs) await new Promise((r) => setTimeout(r, Number(options.delayMs)));
+    if (options.fail) throw new BackendError(`fake client said: cannot reach ${options.target} with key ${options.secret}`);
+    this.mounted.add(target);
+  }
+
+  async unmount(name: string, _options: VolumeOptions, target: string): Promise<void> {
+    this.calls.push(`unmount ${name}`);
+    if (this.failNextUnmount) {
+      this.failNextUnmount = false;
+      throw new BackendError(`umount: ${target}: target is busy`);
+    }
+    this.mounted.delete(target);
+  }
+}

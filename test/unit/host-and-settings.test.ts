@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseMountinfo } from '../../src/host/mountinfo.js';
+import { REDACTED, scrub } from '../../src/redact.js';
+import { DEFAULTS, loadSettings } from '../../src/settings.js';
+
+describe('mount table', () => {
+  it('parses mountinfo lines, optional fields and octal escapes', () => {
+    const text =
+      '36 35 98:0 /mnt1 /mnt/volumes/my\\040vol rw,noatime master:1 - fuse.s3fs s3fs rw,user_id=0\n' +
+      '37 35 0:40 / /var/lib/x rw - tmpfs tmpfs rw\n';
+    assert.deepEqual(parseMountinfo(text), [
+      { mountPoint: '/mnt/volumes/my vol', options: 'rw,noatime', fsType: 'fuse.s3fs', source: 's3fs' },
+      { mountPoint: '/var/lib/x', options: 'rw', fsType: 'tmpfs', source: 'tmpfs' },
+    ]);
+  });
+});
+
+describe('scrubbing secrets from text', () => {
+  it('replaces every occurrence, longest first, and ignores trivially short values', () => {
+    assert.equal(scrub('key abcd1234 and abcd1234xyz, ab', ['abcd1234', 'abcd1234xyz', 'ab']), `key ${REDACTED} and ${REDACTED}, ab`);
+  });
+});
+
+describe('settings', () => {
+  it('default as design.md says', () => {
+    const s = loadSettings({});
+    assert.equal(s.socket, DEFAULTS.OSSNAS_SOCKET);
+    assert.equal(s.stateDir, '/var/lib/ossnas');
+    assert.equal(s.mountRoot, '/mnt/volumes');
+    assert.equal(s.credentialsDir, '/etc/ossnas/credentials');
+    assert.equal(s.hostPid, 'auto');
+    assert.equal(s.logLevel, 'info');
+    assert.equal(s.mountTimeoutMs, 20_000);
+  });
+  it('treat an empty value as the default and refuse bad ones by name', () => {
+    assert.equal(loadSettings({ OSSNAS_MOUNT_ROOT: '' }).mountRoot, '/mnt/volumes');
+    assert.equal(loadSettings({ OSSNAS_HOST_PID: '17' }).hostPid, 17);
+    assert.throws(() => loadSettings({ OSSNAS_STATE_DIR: 'relative' }), /OSSNAS_STATE_DIR must be an absolute path/);
+    assert.throws(() => loadSettings({ OSSNAS_HOST_PID: 'init' }), /OSSNAS_HOST_PID must be 'auto' or a process id/);
+    assert.throws(() => loadSettings({ LOG_LEVEL: 'loud' }), /LOG_LEVEL must be one of/);
+    assert.throws(() => loadSettings({ OSSNAS_MOUNT_TIMEOUT: '0' }), /OSSNAS_MOUNT_TIMEOUT must be seconds/);
+  });
+});

@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { AtomicJsonFile } from '../../src/driver/atomic-json-file.js';
+import { openState, STATE_FILE } from '../../src/driver/state.js';
+import { KeyedMutex } from '../../src/driver/keyed-mutex.js';
+import { tempDir } from '../helpers/env.js';
+
+const dirs: Array<() => Promise<void>> = [];
+after(async () => Promise.all(dirs.map((c) => c())));
+async function dir() {
+  const t = await tempDir();
+  dirs.push(t.cleanup);
+  return t.dir;
+}
+
+describe('state file', () => {
+  it('is written 0600 in a 0700 directory, atomically, leaving no temp files', async () => {
+    const d = path.join(await dir(), 'state');
+    const db = await openState(d);
+    db.data.volumes.v = { name: 'v', createdAt: new Date().toISOString(), options: { type: 'oss' }, mounts: { a: 1 }, mounted: true };
+    await db.write();
+    assert.equal((await stat(path.join(d, STATE_FILE))).mode & 0o777, 0o600);
+    assert.equal((await stat(d)).mode & 0o777, 0o700);
+    assert.deepEqual(await readdir(d), [STATE_FILE]);
+    const again = await openState(d);
+    assert.deepEqual(again.data.volumes.v?.mounts, { a: 1 });
+  });
+
+  it('coalesces concurrent writes and resolves each only once its data is on disk', async () => {
+    const file = path.join(await dir(), 's.json');
+    const adapter = new AtomicJsonFile<{ n: number }>(file);
+    const data = { n: 0 };
+    const writes: Promise<void>[] = [];
+    for (let i = 1; i <= 50; i++) {
+      data.n = i;
+      writes.push(
+        adapter.write(data).then(async () => {
+          const onDisk = JSON.parse(await readFile(file, 'utf8')) as { n: number };
+          assert.ok(onDisk.n >= i, `write ${i} resolved before its data was on disk (${onDisk.n})`);
+        }),
+      );
+    }
+    await Promise.all(writes);
+    assert.equal(JSON.parse(await readFile(file, 'utf8')).n, 50);
+  });
+
+  it('refuses a corrupt file and leaves it untouched', async () => {
+    const d = await dir();
+    await writeFile(path.join(d, STATE_FILE), '{"version":1,"volu');
+    await assert.rejects(openState(d), /not valid JSON.*left untouched/);
+    assert.equal(await readFile(path.join(d, STATE_FILE), 'utf8'), '{"version":1,"volu');
+  });
+});
+
+describe('per-volume serialisation', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('runs calls on one key one after another, even when one fails', async () => {
+    const m = new KeyedMutex();
+    const order: string[] = [];
+    const a = m.run('v', async () => {
+      order.push('a start');
+      await sleep(30);
+      order.push('a end');
+      throw new Error('a failed');
+    });
+    const b = m.run('v', async () => {
+      order.push('b start');
+      order.push('b end');
+    });
+    await assert.rejects(a, /a failed/);
+    await b;
+    assert.deepEqual(order, ['a start', 'a end', 'b start', 'b end']);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(m.size, 0, 'idle keys are forgotten');
+  });
+
+  it('runs calls on different keys side by side', async () => {
+    const m = new KeyedMutex();
+    const started = Date.now();
+    await Promise.all(['a', 'b', 'c', 'd'].map((k) => m.run(k, () => sleep(100))));
+    assert.ok(Date.now() - started < 300, 'different keys were serialised');
+  });
+});
