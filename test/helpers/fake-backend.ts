@@ -5,7 +5,7 @@ import { BackendError, type Backend, type VolumeOptions } from '../../src/backen
 
 export class FakeBackend implements Backend {
   readonly type = 'fake';
-  readonly keys = ['type', 'target', 'secret', 'delayMs', 'fail'] as const;
+  readonly keys = ['type', 'target', 'akSecret', 'delayMs', 'fail'] as const;
   readonly mounted = new Set<string>();
   readonly calls: string[] = [];
   failNextUnmount = false;
@@ -30,7 +30,7 @@ export class FakeBackend implements Backend {
   async mount(name: string, options: VolumeOptions, target: string): Promise<void> {
     this.calls.push(`mount ${name}`);
     if (options.delayMs) await new Promise((r) => setTimeout(r, Number(options.delayMs)));
-    if (options.fail) throw new BackendError(`fake client said: cannot reach ${options.target} with key ${options.secret}`);
+    if (options.fail) throw new BackendError(`fake client said: cannot reach ${options.target} with key ${options.akSecret}`);
     this.mounted.add(target);
   }
 

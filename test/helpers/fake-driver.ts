@@ -1,0 +1,17 @@
+// A real VolumeDriver over a FakeBackend, with a host double that reads the fake's mount table.
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { VolumeDriver } from '../../src/driver/driver.js';
+import { FakeBackend } from './fake-backend.js';
+import { memoryLogger, testSettings } from './env.js';
+
+export async function fakeDriver(dir: string, fake = new FakeBackend()) {
+  const settings = testSettings(dir);
+  await mkdir(settings.credentialsDir, { recursive: true });
+  await writeFile(path.join(settings.credentialsDir, 'unused'), '');
+  const { log, lines } = memoryLogger();
+  const driver = await VolumeDriver.open(settings, new Map([['fake', fake]]), log, {
+    isMountpoint: async (p) => fake.mounted.has(p),
+  });
+  return { driver, fake, settings, lines };
+}

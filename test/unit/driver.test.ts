@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { VolumeError } from '../../src/driver/errors.js';
+import { FakeBackend } from '../helpers/fake-backend.js';
+import { fakeDriver } from '../helpers/fake-driver.js';
+import { tempDir } from '../helpers/env.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => Promise.all(cleanups.map((c) => c())));
+async function setup(fake?: FakeBackend) {
+  const t = await tempDir();
+  cleanups.push(t.cleanup);
+  return { ...(await fakeDriver(t.dir, fake)), dir: t.dir };
+}
+const opts = { type: 'fake', target: 'bucket-a' };
+const err = (kind: string, re: RegExp) => (e: unknown) => e instanceof VolumeError && e.kind === kind && re.test(e.message);
+
+describe('Create', () => {
+  it('is idempotent for the same options in any spelling, and refuses different ones by key', async () => {
+    const { driver } = await setup();
+    await driver.create('v1', opts);
+    await driver.create('v1', { TYPE: 'fake', Target: 'bucket-a' });
+    await assert.rejects(driver.create('v1', { type: 'fake', target: 'other', akSecret: 'hunter22' }), (e: unknown) =>
+      err('conflict', /already exists with different options \(akSecret, target\)/)(e) && !(e as Error).message.includes('hunter22'),
+    );
+  });
+
+  it('validates names and options before touching state', async () => {
+    const { driver } = await setup();
+    await assert.rejects(driver.create('../etc', opts), err('invalid', /invalid volume name '\.\.\/etc'/));
+    await assert.rejects(driver.create('a/b', opts), err('invalid', /invalid volume name/));
+    await assert.rejects(driver.create('v', null), err('invalid', /volume v: option 'type' is required/));
+    await assert.rejects(driver.create('v', { type: 'fake' }), err('invalid', /option 'target' is required/));
+    assert.deepEqual(driver.list(), []);
+  });
+
+  it('answers Get and List from state with RFC 3339 CreatedAt and a mountpoint under the mount root', async () => {
+    const { driver, settings } = await setup();
+    await driver.create('v1', opts);
+    const v = driver.get('v1');
+    assert.equal(v.Name, 'v1');
+    assert.equal(v.Mountpoint, path.join(settings.mountRoot, 'v1'));
+    assert.match(v.CreatedAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+    assert.equal(new Date(v.CreatedAt).toISOString(), v.CreatedAt);
+    assert.deepEqual(v.Status, { type: 'fake', target: 'bucket-a', mounted: false, refs: 0, health: 'idle' });
+    assert.deepEqual(driver.list().map((x) => x.Name), ['v1']);
+    assert.throws(() => driver.get('nope'), err('not-found', /volume nope not found/));
+  });
+});
+
+describe('Mount and Unmount', () => {
+  it('mount on the first ID, share for later IDs, unmount on the last', async () => {
+    const { driver, fake, settings } = await setup();
+    await driver.create('v', opts);
+    const mp = path.join(settings.mountRoot, 'v');
+    assert.equal(await driver.mount('v', 'A'), mp);
+    assert.equal(await driver.mount('v', 'B'), mp);
+    assert.deepEqual(fake.calls, ['mount v']);
+    await driver.unmount('v', 'A');
+    assert.ok(fake.mounted.has(mp), 'the first Unmount must not unmount under the other container');
+    await driver.unmount('v', 'B');
+    assert.deepEqual(fake.calls, ['mount v', 'unmount v']);
+    assert.deepEqual(driver.get('v').Status?.refs, 0);
+  });
+
+  it('count the same ID twice (docker cp on a running container) and need two Unmounts', async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    await driver.mount('v', 'A');
+    await driver.unmount('v', 'A');
+    assert.equal(fake.mounted.size, 1);
+    assert.equal(driver.get('v').Status?.refs, 1);
+    await driver.unmount('v', 'A');
+    assert.equal(fake.mounted.size, 0);
+  });
+
+  it('Unmount of an unknown ID or volume succeeds and changes nothing', async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    await driver.unmount('v', 'never-mounted');
+    await driver.unmount('no-such-volume', 'X');
+    assert.equal(fake.mounted.size, 1);
+    assert.equal(driver.get('v').Status?.refs, 1);
+  });
+
+  it('persist reference counts, so a restarted plugin still knows who holds a volume', async () => {
+    const { driver, dir } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    await driver.mount('v', 'B');
+    await driver.unmount('v', 'B');
+    const raw = JSON.parse(await readFile(path.join(dir, 'state', 'state.json'), 'utf8'));
+    assert.deepEqual(raw.volumes.v.mounts, { A: 1 });
+    const fake2 = new FakeBackend();
+    const { driver: again } = await fakeDriver(dir, fake2);
+    assert.equal(again.get('v').Status?.refs, 1);
+    // After a restart the mount is gone (the fake's table is empty): the next Mount makes it again.
+    await again.mount('v', 'C');
+    assert.deepEqual(fake2.calls, ['mount v']);
+  });
+
+  it('a failed mount records no reference, reports the error, and leaves the volume usable', async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', { type: 'fake', target: 'x', fail: '1', akSecret: 'hunter22' });
+    await assert.rejects(driver.mount('v', 'A'), (e: unknown) =>
+      err('backend', /volume v: fake client said: cannot reach x with key \[redacted\]/)(e),
+    );
+    const st = driver.get('v').Status!;
+    assert.equal(st.refs, 0);
+    assert.equal(st.mounted, false);
+    assert.equal(st.health, 'error');
+    assert.match(String(st.lastError), /cannot reach x/);
+    assert.ok(!JSON.stringify(st).includes('hunter22'));
+    assert.equal(fake.mounted.size, 0);
+  });
+
+  it('an unmount that fails keeps the reference, so state tells the truth and a retry works', async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    fake.failNextUnmount = true;
+    await assert.rejects(driver.unmount('v', 'A'), err('backend', /target is busy/));
+    assert.equal(driver.get('v').Status?.refs, 1);
+    await driver.unmount('v', 'A');
+    assert.equal(driver.get('v').Status?.refs, 0);
+    assert.equal(fake.mounted.size, 0);
+  });
+
+  it('serialise calls on one volume and not across volumes', async () => {
+    const { driver } = await setup();
+    await driver.create('slow', { type: 'fake', target: 'x', delayMs: '200' });
+    await driver.create('fast', opts);
+    const t0 = Date.now();
+    const slow = driver.mount('slow', 'A');
+    await driver.mount('fast', 'B');
+    assert.ok(Date.now() - t0 < 150, 'a slow mount blocked another volume');
+    await Promise.all([slow, driver.mount('slow', 'C')]);
+  });
+});
+
+describe('Remove', () => {
+  it('refuses while mounted or referenced, saying why', async () => {
+    const { driver } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    await assert.rejects(driver.remove('v'), err('in-use', /volume v is in use \(1 mount reference, mounted\)/));
+    await driver.unmount('v', 'A');
+    await driver.remove('v');
+    assert.throws(() => driver.get('v'), err('not-found', /not found/));
+    await assert.rejects(driver.remove('v'), err('not-found', /not found/));
+  });
+
+  it('deletes at most an empty mountpoint directory, never files in it', async () => {
+    const { driver, settings } = await setup();
+    await driver.create('keep', opts);
+    await driver.mount('keep', 'A');
+    await driver.unmount('keep', 'A');
+    const mp = path.join(settings.mountRoot, 'keep');
+    await writeFile(path.join(mp, 'precious.txt'), 'data');
+    await driver.remove('keep');
+    assert.equal(await readFile(path.join(mp, 'precious.txt'), 'utf8'), 'data');
+
+    await driver.create('empty', opts);
+    await driver.mount('empty', 'A');
+    await driver.unmount('empty', 'A');
+    assert.ok((await stat(path.join(settings.mountRoot, 'empty'))).isDirectory());
+    await driver.remove('empty');
+    assert.deepEqual(await readdir(settings.mountRoot), ['keep']);
+  });
+});
