@@ -58,7 +58,7 @@ TIMES=()
 phase() {
   local t; t=$(now_ms)
   if [[ -n $PHASE_NAME ]]; then
-    local line; line=$(printf '%-28s %7.1f s' "$PHASE_NAME" "$(( t - PHASE_T0 ))e-3")
+    local line; line=$(printf '%-32s %6.1f s' "$PHASE_NAME" "$(( t - PHASE_T0 ))e-3")
     TIMES+=("$line"); log "done: $line"
   fi
   PHASE_NAME=$1 PHASE_T0=$t
@@ -66,15 +66,40 @@ phase() {
   return 0
 }
 
-# Temporary directories to remove however the script ends. --one-file-system: never follow
-# into something mounted inside a half-built rootfs (we mount nothing, but be safe).
+# umount_under DIR: lazily unmount everything mounted below DIR, deepest first. Needed because
+# debootstrap mounts /proc (and /sys) inside its target and, when interrupted, leaves them.
+umount_under() {
+  local dir mp
+  dir=$(realpath -m -- "$1")
+  # mountinfo field 5 is the mount point, with space, tab, newline and \ octal-escaped.
+  awk '{print $5}' /proc/self/mountinfo | while read -r mp; do
+    mp=$(printf '%b' "$mp")
+    if [[ $mp == "$dir"/* ]]; then printf '%s\n' "$mp"; fi
+  done | sort -r | while read -r mp; do umount -l -- "$mp" || true; done
+  return 0
+}
+
+# rm_tree DIR: remove a (possibly half-built) rootfs. Unmount first; --one-file-system so that
+# if anything is still mounted, rm stops at it instead of deleting through it (a bind-mounted
+# host /dev or /sys inside a target would otherwise be wiped).
+rm_tree() {
+  umount_under "$1"
+  rm -rf --one-file-system -- "$1"
+}
+
+# Temporary directories to remove however the script ends.
 TMP_DIRS=()
 cleanup() {
   local d
-  for d in "${TMP_DIRS[@]}"; do [[ -e $d ]] && rm -rf --one-file-system -- "$d"; done
+  # A background npm still writing into the staging dir would race the rm below.
+  if [[ -n ${PROD_DEPS_PID:-} ]]; then kill "$PROD_DEPS_PID" 2>/dev/null || true; wait "$PROD_DEPS_PID" 2>/dev/null || true; fi
+  for d in "${TMP_DIRS[@]}"; do rm_tree "$d" || true; done
   return 0
 }
 trap cleanup EXIT
+# bash runs the EXIT trap on INT/TERM only if those are trapped too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # debian_mirror: print the URI apt uses for the main $SUITE archive (not -security, not
 # -updates). Read at build time so no mirror host is ever written into the repo.
@@ -143,6 +168,12 @@ KEY=$(printf '%s\n' "recipe=$BASE_RECIPE_VERSION" "suite=$SUITE" "packages=${PAC
 BASE=$CACHE/rootfs-base-$KEY
 log "repo $REPO, output $OUT, base $BASE"
 
+# A build killed with SIGKILL (or a machine reset) can leave its temp dirs, even with /proc
+# still mounted in a half-made base; we hold the lock, so nobody else is using them.
+for old in "$CACHE"/.rootfs-base-*.tmp.* "$OUT.tmp" "$OUT.old"; do
+  if [[ -e $old ]]; then log "removing leftover $old"; rm_tree "$old"; fi
+done
+
 # ---------------------------------------------------------------------------------------------
 # 1. Base rootfs (cached): debootstrap + packages + Node, shrunk
 # ---------------------------------------------------------------------------------------------
@@ -159,12 +190,12 @@ else
 
   # Build next to the final place (same filesystem) and rename at the end: an interrupted
   # build leaves only a temp dir that the trap (or the next run) deletes, never a half base.
-  rm -rf --one-file-system -- "$CACHE"/.rootfs-base-*.tmp.*     # leftovers of a killed run
   TMP_BASE=$(mktemp -d "$CACHE/.rootfs-base-$KEY.tmp.XXXXXX")
   TMP_DIRS+=("$TMP_BASE")
   chmod 755 "$TMP_BASE"                         # mktemp makes 0700; this becomes the plugin's /
 
   debootstrap --variant=minbase "$SUITE" "$TMP_BASE" "$MIRROR"
+  umount_under "$TMP_BASE"          # debootstrap unmounts its /proc and /sys; make sure of it
 
   phase "base rootfs (apt packages)"
   # No service may start inside the chroot during package installation.
@@ -204,14 +235,14 @@ else
   mv -T -- "$TMP_BASE" "$BASE"                   # atomic: the cache entry is complete or absent
   # Older bases (other keys) are dead weight now.
   for old in "$CACHE"/rootfs-base-*; do
-    [[ $old != "$BASE" && -d $old ]] && { log "removing old cached base $old"; rm -rf --one-file-system -- "$old"; }
+    if [[ $old != "$BASE" && -d $old ]]; then log "removing old cached base $old"; rm_tree "$old"; fi
   done
 fi
 
 # ---------------------------------------------------------------------------------------------
 # 2. The app: compile, and production dependencies in a staging dir
 # ---------------------------------------------------------------------------------------------
-phase "app (npm ci + build)"
+phase "app (build + production deps)"
 cd "$REPO"
 # npm ci only when the installed tree is older than the lockfile: it deletes node_modules
 # first, which would be slow and would pull the rug from anyone using the repo at the time.
@@ -221,23 +252,26 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
 fi
 STAGE=$(mktemp -d); TMP_DIRS+=("$STAGE")
 mkdir -p "$STAGE/app"
+cp package.json package-lock.json "$STAGE/app/"
+# Production dependencies only, in the staging dir (the repo's node_modules keeps its dev
+# tools); --ignore-scripts: nothing from the registry runs at build time. Runs in the
+# background while tsc compiles: the two are independent and each takes a few seconds.
+(cd "$STAGE/app" && exec npm ci --omit=dev --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error) &
+PROD_DEPS_PID=$!
 # Compile straight into the staging dir (tsc's --outDir overrides tsconfig's): the image gets
 # exactly what today's sources produce, without stale files a past build left in dist/, and
 # the repo's dist/ is not rewritten under the feet of anyone running from it.
 npm run --silent build -- --outDir "$STAGE/app/dist"
+wait "$PROD_DEPS_PID" || die "npm ci --omit=dev failed"
+PROD_DEPS_PID=
 [[ -f $STAGE/app/dist/main.js ]] || die "build produced no dist/main.js"
-
-phase "app (production deps)"
-cp package.json package-lock.json "$STAGE/app/"
-# Production dependencies only; --ignore-scripts: nothing from the registry runs at build time.
-(cd "$STAGE/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error)
 
 # ---------------------------------------------------------------------------------------------
 # 3. Assemble $OUT.tmp, then swap it in
 # ---------------------------------------------------------------------------------------------
 phase "assemble"
 NEW=$OUT.tmp
-rm -rf --one-file-system -- "$NEW"
+rm_tree "$NEW"
 TMP_DIRS+=("$NEW")
 mkdir -p "$NEW"
 # A fresh copy: the plugin tree must never share inodes with the cache (hard links would let
@@ -254,13 +288,12 @@ node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$REPO
 cp "$REPO/config.json" "$NEW/config.json"
 
 # Swap: two renames (coreutils 9.1 has no `mv --exchange`). Between them $OUT is briefly
-# absent, but it is never half-written.
-if [[ -e $OUT ]]; then
-  mv -T -- "$OUT" "$OUT.old"
-  TMP_DIRS+=("$OUT.old")
-fi
+# absent, but it is never half-written; if we die right there, $OUT.old is still whole (it is
+# only deleted once the new tree is in place, or by the next run's leftover sweep).
+[[ -e $OUT ]] && mv -T -- "$OUT" "$OUT.old"
 mv -T -- "$NEW" "$OUT"
 phase "cleanup"
+TMP_DIRS+=("$OUT.old")
 cleanup; TMP_DIRS=()
 phase ""
 
@@ -269,6 +302,6 @@ phase ""
 # ---------------------------------------------------------------------------------------------
 log "phase times:"
 for t in "${TIMES[@]}"; do log "  $t"; done
-log "total                        $(printf '%7.1f' "$(( $(now_ms) - SCRIPT_T0 ))e-3") s"
+log "  total                          $(printf '%6.1f' "$(( $(now_ms) - SCRIPT_T0 ))e-3") s"
 log "rootfs size: $(du -sh "$OUT/rootfs" | cut -f1)   (base: $(du -sh "$BASE" | cut -f1), app: $(du -sh "$OUT/rootfs/app" | cut -f1))"
 log "bundle ready: $OUT   ->   docker plugin create ossnas $OUT"
