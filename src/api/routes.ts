@@ -145,6 +145,8 @@ export function protocolMiddleware(log: Logger): Koa.Middleware {
     } catch (err) {
       if (err instanceof BadRequest) {
         ctx.status = err.status;
+        // The rest of an oversized body was never read: this connection cannot carry another request.
+        if (err.status === 413) ctx.set('Connection', 'close');
         ctx.body = { Err: `${ctx.path.slice(1)}: ${err.message}` };
       } else if (err instanceof VolumeError) {
         ctx.status = 500;

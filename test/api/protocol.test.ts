@@ -1,0 +1,230 @@
+// The real Koa server on a temporary unix socket, spoken to as dockerd speaks, over a driver
+// whose backend is a test double.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import type http from 'node:http';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { CONTENT_TYPE } from '../../src/api/routes.js';
+import { createApp, listen } from '../../src/api/server.js';
+import { PluginClient } from '../helpers/docker-client.js';
+import { memoryLogger, tempDir } from '../helpers/env.js';
+import { fakeDriver } from '../helpers/fake-driver.js';
+
+const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
+
+let server: http.Server;
+let client: PluginClient;
+let mountRoot: string;
+let cleanup: () => Promise<void>;
+const { log, lines } = memoryLogger();
+
+before(async () => {
+  const t = await tempDir();
+  cleanup = t.cleanup;
+  const { driver, settings } = await fakeDriver(t.dir);
+  mountRoot = settings.mountRoot;
+  server = await listen(createApp(Promise.resolve(driver), log), settings.socket);
+  client = new PluginClient(settings.socket);
+});
+after(async () => {
+  client.close();
+  await new Promise((r) => server.close(r));
+  await cleanup();
+});
+
+describe('handshake and capabilities', () => {
+  it('Plugin.Activate with an empty body names VolumeDriver', async () => {
+    const r = await client.call('Plugin.Activate');
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json, { Implements: ['VolumeDriver'] });
+    assert.equal(r.contentType, CONTENT_TYPE);
+  });
+
+  it('Capabilities answers local scope, with {} or an empty body', async () => {
+    for (const body of [{}, undefined]) {
+      const r = await client.call('VolumeDriver.Capabilities', body);
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.json, { Capabilities: { Scope: 'local' } });
+    }
+  });
+});
+
+describe('volume lifecycle over the wire', () => {
+  it('Create, Get, List, Path, Mount, Unmount, Remove', async () => {
+    let r = await client.call('VolumeDriver.Create', { Name: 'web', Opts: { type: 'fake', target: 't1' } });
+    assert.deepEqual([r.status, r.json], [200, { Err: '' }]);
+
+    r = await client.call('VolumeDriver.Get', { Name: 'web' });
+    assert.equal(r.status, 200);
+    const vol = r.json.Volume as Record<string, unknown>;
+    assert.equal(vol.Name, 'web');
+    assert.equal(vol.Mountpoint, path.join(mountRoot, 'web'));
+    assert.match(String(vol.CreatedAt), RFC3339);
+    assert.equal(typeof vol.Status, 'object');
+    assert.equal(r.json.Err, '');
+
+    r = await client.call('VolumeDriver.List', {});
+    assert.deepEqual(
+      (r.json.Volumes as Array<Record<string, unknown>>).map((v) => [v.Name, v.Mountpoint, RFC3339.test(String(v.CreatedAt))]),
+      [['web', path.join(mountRoot, 'web'), true]],
+    );
+
+    r = await client.call('VolumeDriver.Path', { Name: 'web' });
+    assert.deepEqual(r.json, { Mountpoint: path.join(mountRoot, 'web'), Err: '' });
+
+    const id = 'a'.repeat(64);
+    r = await client.call('VolumeDriver.Mount', { Name: 'web', ID: id });
+    assert.deepEqual([r.status, r.json], [200, { Mountpoint: path.join(mountRoot, 'web'), Err: '' }]);
+
+    r = await client.call('VolumeDriver.Remove', { Name: 'web' });
+    assert.equal(r.status, 500);
+    assert.match(String(r.json.Err), /volume web is in use/);
+
+    r = await client.call('VolumeDriver.Unmount', { Name: 'web', ID: id });
+    assert.deepEqual([r.status, r.json], [200, { Err: '' }]);
+    r = await client.call('VolumeDriver.Unmount', { Name: 'web', ID: 'f'.repeat(64) });
+    assert.deepEqual([r.status, r.json], [200, { Err: '' }], 'Unmount of an unknown ID succeeds');
+
+    r = await client.call('VolumeDriver.Remove', { Name: 'web' });
+    assert.deepEqual([r.status, r.json], [200, { Err: '' }]);
+  });
+
+  it('Create with Opts null (docker run -v name:/x --volume-driver) gets a clear {Err}', async () => {
+    const r = await client.call('VolumeDriver.Create', { Name: 'bare', Opts: null });
+    assert.equal(r.status, 500);
+    assert.match(String(r.json.Err), /option 'type' is required/);
+  });
+
+  it('a bad option is named in {Err}', async () => {
+    const r = await client.call('VolumeDriver.Create', { Name: 'x', Opts: { type: 'fake', target: 't', colour: 'red' } });
+    assert.equal(r.status, 500);
+    assert.match(String(r.json.Err), /unknown option 'colour'/);
+  });
+
+  it('errors of every method come back as {Err} with a non-200 status', async () => {
+    for (const m of ['Get', 'Path', 'Remove']) {
+      const r = await client.call(`VolumeDriver.${m}`, { Name: 'ghost' });
+      assert.equal(r.status, 500, m);
+      assert.equal(r.json.Err, 'volume ghost not found', m);
+    }
+    const r = await client.call('VolumeDriver.Mount', { Name: 'ghost', ID: 'b'.repeat(64) });
+    assert.deepEqual([r.status, r.json.Err], [500, 'volume ghost not found']);
+  });
+});
+
+describe('malformed requests', () => {
+  const cases: Array<[string, string | undefined, number, RegExp]> = [
+    ['/VolumeDriver.Create', undefined, 400, /VolumeDriver.Create: request body is empty; expected a JSON object/],
+    ['/VolumeDriver.Mount', '', 400, /request body is empty/],
+    ['/VolumeDriver.Get', '{"Name": "x"', 400, /request body is not valid JSON/],
+    ['/VolumeDriver.Get', '["x"]', 400, /request body must be a JSON object/],
+    ['/VolumeDriver.Get', '{"Name": 5}\n', 400, /bad request body: Name: Name must be a string/],
+    ['/VolumeDriver.Mount', '{"Name": "x"}\n', 400, /bad request body: ID: ID must be a string/],
+    ['/VolumeDriver.Create', '{"Name":"x","Opts":{"type":1}}\n', 400, /Opts.type: every option value must be a string/],
+    ['/VolumeDriver.Create', '{"Name":"x","Opts":{"type":"oss"', 400, /not valid JSON/],
+    ['/VolumeDriver.Get', '{"Name":"' + 'x'.repeat(1_100_000) + '"}', 413, /larger than 1mb/],
+    ['/VolumeDriver.Snapshot', '{}', 404, /ossnas does not implement \/VolumeDriver.Snapshot/],
+    ['/', '{}', 404, /does not implement/],
+  ];
+  for (const [p, body, status, re] of cases) {
+    it(`${p} with ${body === undefined ? 'no body' : JSON.stringify(body.slice(0, 40))} -> ${status}`, async () => {
+      const r = await client.raw(p, body);
+      assert.equal(r.status, status);
+      assert.match(String(r.json.Err), re);
+      assert.equal(r.contentType, CONTENT_TYPE);
+    });
+  }
+
+  it('a method other than POST is refused with {Err}', async () => {
+    const r = await client.raw('/VolumeDriver.List', undefined, 'GET');
+    assert.equal(r.status, 405);
+    assert.match(String(r.json.Err), /method GET not allowed: the plugin protocol uses POST/);
+  });
+
+  it('an invalid volume name is refused before it can become a path', async () => {
+    const r = await client.call('VolumeDriver.Create', { Name: '../../etc', Opts: { type: 'fake', target: 't' } });
+    assert.equal(r.status, 500);
+    assert.match(String(r.json.Err), /invalid volume name/);
+  });
+});
+
+describe('connection handling', () => {
+  it('keeps connections alive and never lets a server timeout cut a slow call short', async () => {
+    assert.equal(server.timeout, 0);
+    assert.equal(server.requestTimeout, 0);
+    assert.ok(server.keepAliveTimeout >= 60_000);
+    const slow = await client.call('VolumeDriver.Create', { Name: 'slow', Opts: { type: 'fake', target: 't', delayMs: '1500' } });
+    assert.equal(slow.status, 200);
+    const t0 = Date.now();
+    const [m, g] = await Promise.all([
+      client.call('VolumeDriver.Mount', { Name: 'slow', ID: 'c'.repeat(64) }),
+      (async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        const r = await client.call('VolumeDriver.Get', { Name: 'slow' });
+        return { r, at: Date.now() - t0 };
+      })(),
+    ]);
+    assert.equal(m.status, 200);
+    assert.ok(Date.now() - t0 >= 1500);
+    assert.equal(g.r.status, 200);
+    assert.ok(g.at < 1000, `Get waited for a Mount (${g.at} ms)`);
+    await client.call('VolumeDriver.Unmount', { Name: 'slow', ID: 'c'.repeat(64) });
+  });
+
+  it('logs one line per call and never an option value', async () => {
+    await client.call('VolumeDriver.Create', { Name: 'sec', Opts: { type: 'fake', target: 't', akSecret: 'TopSecret123' } });
+    await client.call('VolumeDriver.Create', { Name: 'sec', Opts: { type: 'fake', target: 'u', akSecret: 'OtherSecret9' } });
+    const text = lines.join('');
+    assert.ok(!text.includes('TopSecret123') && !text.includes('OtherSecret9'));
+    assert.ok(lines.some((l) => l.includes('"call":"VolumeDriver.Create"') && l.includes('"volume":"sec"')));
+  });
+});
+
+describe('the program', () => {
+  it('listens on its socket within a second of start, as a plain host process', async (t) => {
+    const root = fileURLToPath(new URL('../..', import.meta.url));
+    const tmp = await tempDir();
+    t.after(tmp.cleanup);
+    const socket = path.join(tmp.dir, 'p.sock');
+    const t0 = Date.now();
+    const child = spawn(process.execPath, [path.join(root, 'dist', 'main.js')], {
+      env: {
+        PATH: process.env.PATH,
+        OSSNAS_SOCKET: socket,
+        OSSNAS_STATE_DIR: path.join(tmp.dir, 'state'),
+        OSSNAS_MOUNT_ROOT: path.join(tmp.dir, 'volumes'),
+        OSSNAS_CREDENTIALS_DIR: path.join(tmp.dir, 'creds'),
+        OSSNAS_RUN_DIR: path.join(tmp.dir, 'run'),
+        LOG_LEVEL: 'warn',
+      },
+      stdio: 'ignore',
+    });
+    t.after(() => child.kill('SIGKILL'));
+    let listening = -1;
+    while (Date.now() - t0 < 5000) {
+      const ok = await new Promise<boolean>((res) => {
+        const s = connect(socket, () => (s.end(), res(true)));
+        s.on('error', () => res(false));
+      });
+      if (ok) {
+        listening = Date.now() - t0;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    t.diagnostic(`socket listening ${listening} ms after spawn`);
+    assert.ok(listening >= 0 && listening < 1000, `listening after ${listening} ms`);
+    const c = new PluginClient(socket);
+    assert.deepEqual((await c.call('VolumeDriver.List', {})).json, { Volumes: [], Err: '' });
+    c.close();
+    // SIGTERM: exits promptly (dockerd kills after 10 s).
+    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+    const t1 = Date.now();
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    assert.ok(Date.now() - t1 < 9000);
+  });
+});
