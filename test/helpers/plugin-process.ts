@@ -1,0 +1,89 @@
+// The real program (dist/main.js) as a plain host process with private directories: the legacy
+// plugin mode, driven over its socket.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PluginClient } from './docker-client.js';
+
+export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface PluginProcess {
+  dir: string;
+  socket: string;
+  mountRoot: string;
+  credentialsDir: string;
+  runDir: string;
+  client: PluginClient;
+  child: ChildProcess;
+  output(): string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+  /** Start again on the same directories (a plugin restart). */
+  restart(): Promise<PluginProcess>;
+}
+
+export async function waitForSocket(socket: string, timeoutMs = 5000): Promise<void> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    const ok = await new Promise<boolean>((res) => {
+      const s = connect(socket, () => (s.end(), res(true)));
+      s.on('error', () => res(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`plugin socket ${socket} did not listen within ${timeoutMs} ms`);
+}
+
+export async function startPlugin(dir: string, env: Record<string, string> = {}): Promise<PluginProcess> {
+  const socket = path.join(dir, 'ossnas.sock');
+  const credentialsDir = path.join(dir, 'credentials');
+  const mountRoot = path.join(dir, 'volumes');
+  const runDir = path.join(dir, 'run');
+  await mkdir(credentialsDir, { recursive: true });
+  let out = '';
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'main.js')], {
+    env: {
+      PATH: process.env.PATH,
+      OSSNAS_SOCKET: socket,
+      OSSNAS_STATE_DIR: path.join(dir, 'state'),
+      OSSNAS_MOUNT_ROOT: mountRoot,
+      OSSNAS_CREDENTIALS_DIR: credentialsDir,
+      OSSNAS_RUN_DIR: runDir,
+      LOG_LEVEL: 'debug',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.on('data', (c) => (out += String(c)));
+  child.stderr?.on('data', (c) => (out += String(c)));
+  await waitForSocket(socket);
+  const client = new PluginClient(socket);
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const p: PluginProcess = {
+    dir,
+    socket,
+    mountRoot,
+    credentialsDir,
+    runDir,
+    client,
+    child,
+    output: () => out,
+    async stop() {
+      client.close();
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+    async restart() {
+      await p.stop();
+      return startPlugin(dir, env);
+    },
+  };
+  return p;
+}
+
+export async function writeProfile(credentialsDir: string, name: string, akId: string, akSecret: string): Promise<void> {
+  await writeFile(path.join(credentialsDir, name), `akId=${akId}\nakSecret=${akSecret}\n`, { mode: 0o600 });
+}

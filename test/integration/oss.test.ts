@@ -1,0 +1,192 @@
+// Real s3fs against a real S3 server (s3rver), through the plugin's API, with the program running
+// as a plain host process. Needs root (FUSE mounts).
+import assert from 'node:assert/strict';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readMounts } from '../../src/host/mountinfo.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { startPlugin, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
+import { startS3, type S3Server } from '../helpers/s3.js';
+
+const SECRET = 'Integration-Secret-7f3a9';
+const ID = (n: number) => String(n).repeat(64).slice(0, 64);
+
+async function fuseMountAt(target: string) {
+  return (await readMounts()).find((m) => m.mountPoint === target);
+}
+
+/** Every process's argv, to prove no secret is on a command line. */
+async function allCommandLines(): Promise<string> {
+  let out = '';
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    out += (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ') + '\n';
+  }
+  return out;
+}
+
+describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReason(), timeout: 180_000 }, () => {
+  let s3: S3Server;
+  let plugin: PluginProcess;
+  let cleanup: () => Promise<void>;
+  const call = (m: string, a: unknown) => plugin.client.call(`VolumeDriver.${m}`, a);
+
+  before(async () => {
+    s3 = await startS3(['bucket-one', 'bucket-two']);
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    plugin = await startPlugin(t.dir, { OSSNAS_MOUNT_TIMEOUT: '6' });
+    await writeProfile(plugin.credentialsDir, 'local', 'S3RVER', SECRET);
+  });
+  after(async () => {
+    await plugin?.stop();
+    for (const m of await readMounts()) if (plugin && m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
+    await s3?.stop();
+    await cleanup?.();
+  });
+
+  it('create, mount, write, read the object back from the server, unmount, remove (data kept)', async () => {
+    let r = await call('Create', { Name: 'data', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
+    assert.deepEqual(r.json, { Err: '' });
+    r = await call('Mount', { Name: 'data', ID: ID(1) });
+    assert.equal(r.status, 200, r.text);
+    const mp = String(r.json.Mountpoint);
+    assert.equal(mp, path.join(plugin.mountRoot, 'data'));
+    assert.equal((await fuseMountAt(mp))?.fsType, 'fuse.s3fs');
+    assert.match((await fuseMountAt(mp))!.options + (await fuseMountAt(mp))!.source, /s3fs/);
+
+    await writeFile(path.join(mp, 'hello.txt'), 'hello from ossnas\n');
+    assert.equal(await s3.getObject('bucket-one', 'hello.txt'), 'hello from ossnas\n');
+
+    // The passwd file is gone once the mount is ready, and no argv carries the secret.
+    assert.deepEqual(await readdir(path.join(plugin.runDir, 'oss', 'data')).catch(() => []), []);
+    assert.ok(!(await allCommandLines()).includes(SECRET), 'a process argv holds the secret');
+
+    const st = (await call('Get', { Name: 'data' })).json.Volume as { Status: Record<string, unknown> };
+    assert.deepEqual(
+      [st.Status.type, st.Status.bucket, st.Status.mounted, st.Status.refs, st.Status.health, st.Status.credentials],
+      ['oss', 'bucket-one', true, 1, 'ok', 'profile local'],
+    );
+
+    r = await call('Unmount', { Name: 'data', ID: ID(1) });
+    assert.deepEqual(r.json, { Err: '' });
+    assert.equal(await fuseMountAt(mp), undefined);
+    r = await call('Remove', { Name: 'data' });
+    assert.deepEqual(r.json, { Err: '' });
+    assert.deepEqual(await s3.keys('bucket-one'), ['hello.txt'], 'Remove must never delete backend data');
+    assert.ok(!plugin.output().includes(SECRET), 'the log holds the secret');
+  });
+
+  it('shares one mount between mount IDs; the first Unmount leaves it for the other', async () => {
+    await call('Create', { Name: 'shared', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
+    const mp = String((await call('Mount', { Name: 'shared', ID: ID(2) })).json.Mountpoint);
+    await call('Mount', { Name: 'shared', ID: ID(3) });
+    const s3fsMounts = (await readMounts()).filter((m) => m.mountPoint === mp);
+    assert.equal(s3fsMounts.length, 1, 'a second ID must not mount again');
+    await call('Unmount', { Name: 'shared', ID: ID(2) });
+    assert.ok(await fuseMountAt(mp));
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n');
+    const r = await call('Remove', { Name: 'shared' });
+    assert.match(String(r.json.Err), /in use/);
+    await call('Unmount', { Name: 'shared', ID: ID(3) });
+    assert.equal(await fuseMountAt(mp), undefined);
+    assert.deepEqual((await call('Remove', { Name: 'shared' })).json, { Err: '' });
+  });
+
+  it('honours path, uid, gid, umask, readonly and allow-listed otherOpts', async () => {
+    await call('Create', {
+      Name: 'sub',
+      Opts: {
+        type: 'oss', bucket: 'bucket-two', url: s3.url, credentials: 'local', path: '/team/a',
+        uid: '1234', gid: '2345', umask: '027', otherOpts: '-o stat_cache_expire=30',
+      },
+    });
+    const mp = String((await call('Mount', { Name: 'sub', ID: ID(4) })).json.Mountpoint);
+    await writeFile(path.join(mp, 'f.txt'), 'x');
+    assert.deepEqual(await s3.keys('bucket-two'), ['team/a/f.txt']);
+    const st = await stat(path.join(mp, 'f.txt'));
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [1234, 2345, 0o750]);
+    const m = await fuseMountAt(mp);
+    assert.match(m!.options + ' ' + (await readMountOptions(mp)), /allow_other/);
+    assert.match(await s3fsCommandLine(mp), /-o stat_cache_expire=30/);
+    await call('Unmount', { Name: 'sub', ID: ID(4) });
+
+    await call('Create', { Name: 'ro', Opts: { type: 'oss', bucket: 'bucket-two', url: s3.url, credentials: 'local', readonly: 'true' } });
+    const ro = String((await call('Mount', { Name: 'ro', ID: ID(5) })).json.Mountpoint);
+    assert.equal(await readFile(path.join(ro, 'team/a/f.txt'), 'utf8'), 'x');
+    await assert.rejects(writeFile(path.join(ro, 'nope.txt'), 'x'), /EROFS|read-only/);
+    await call('Unmount', { Name: 'ro', ID: ID(5) });
+  });
+
+  it('inline credentials work and never show in Status, errors or logs', async () => {
+    const opts = { type: 'oss', bucket: 'nosuchbucket', url: s3.url, akId: 'S3RVER', akSecret: SECRET };
+    await call('Create', { Name: 'inline', Opts: { ...opts, bucket: 'bucket-one' } });
+    const ok = await call('Mount', { Name: 'inline', ID: ID(6) });
+    assert.equal(ok.status, 200, ok.text);
+    assert.ok(!(await allCommandLines()).includes(SECRET));
+    const st = await call('Get', { Name: 'inline' });
+    assert.ok(!st.text.includes(SECRET) && !st.text.includes('S3RVER'));
+    assert.match(st.text, /"credentials":"inline"/);
+    await call('Unmount', { Name: 'inline', ID: ID(6) });
+
+    await call('Create', { Name: 'inline-bad', Opts: opts });
+    const bad = await call('Mount', { Name: 'inline-bad', ID: ID(7) });
+    assert.equal(bad.status, 500);
+    assert.ok(!bad.text.includes(SECRET));
+    assert.ok(!plugin.output().includes(SECRET));
+  });
+
+  it('a bucket that does not exist fails with s3fs\'s own words and leaves nothing mounted', async () => {
+    await call('Create', { Name: 'missing', Opts: { type: 'oss', bucket: 'nosuchbucket', url: s3.url, credentials: 'local' } });
+    const r = await call('Mount', { Name: 'missing', ID: ID(8) });
+    assert.equal(r.status, 500);
+    assert.match(String(r.json.Err), /volume missing: mounting bucket nosuchbucket .* failed: s3fs .*bucket or key not found/);
+    assert.equal(await fuseMountAt(path.join(plugin.mountRoot, 'missing')), undefined);
+    assert.equal(await s3fsCommandLine(path.join(plugin.mountRoot, 'missing')), '');
+    const st = ((await call('Get', { Name: 'missing' })).json.Volume as { Status: Record<string, unknown> }).Status;
+    assert.deepEqual([st.refs, st.mounted, st.health], [0, false, 'error']);
+    assert.match(String(st.lastError), /bucket or key not found/);
+    // Docker's Unmount after a failed Mount is harmless.
+    assert.deepEqual((await call('Unmount', { Name: 'missing', ID: ID(8) })).json, { Err: '' });
+  });
+
+  it('an endpoint that does not answer fails before the deadline and leaves nothing mounted', async () => {
+    await call('Create', { Name: 'dead', Opts: { type: 'oss', bucket: 'bucket-one', url: 'http://127.0.0.1:9', credentials: 'local', otherOpts: '-o retries=1 -o connect_timeout=2' } });
+    const t0 = Date.now();
+    const r = await call('Mount', { Name: 'dead', ID: ID(9) });
+    const took = Date.now() - t0;
+    assert.equal(r.status, 500);
+    assert.ok(took < 15_000, `took ${took} ms`);
+    assert.match(String(r.json.Err), /volume dead: mounting bucket bucket-one at http:\/\/127\.0\.0\.1:9 failed: s3fs/);
+    assert.equal(await fuseMountAt(path.join(plugin.mountRoot, 'dead')), undefined);
+    assert.equal(await s3fsCommandLine(path.join(plugin.mountRoot, 'dead')), '');
+  });
+
+  it('state survives a plugin restart: volumes and references are still there', async () => {
+    await call('Create', { Name: 'durable', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
+    await call('Mount', { Name: 'durable', ID: ID(1) });
+    plugin = await plugin.restart();
+    const st = ((await call('Get', { Name: 'durable' })).json.Volume as { Status: Record<string, unknown> }).Status;
+    assert.equal(st.refs, 1);
+    // In host-process mode the s3fs daemon outlives the plugin process, so the mount still serves.
+    assert.equal(await readFile(path.join(plugin.mountRoot, 'durable', 'hello.txt'), 'utf8'), 'hello from ossnas\n');
+    assert.deepEqual((await call('Unmount', { Name: 'durable', ID: ID(1) })).json, { Err: '' });
+    assert.equal(await fuseMountAt(path.join(plugin.mountRoot, 'durable')), undefined);
+  });
+});
+
+async function readMountOptions(target: string): Promise<string> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  return text.split('\n').find((l) => l.split(' ')[4] === target) ?? '';
+}
+
+/** The argv of the s3fs process serving `target`, or '' if none runs. */
+async function s3fsCommandLine(target: string): Promise<string> {
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (path.basename(argv[0] ?? '') === 's3fs' && argv.includes(target)) return argv.join(' ');
+  }
+  return '';
+}
