@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Makes a tiny local image NAME (default ossnas/busybox) from Debian's busybox-static, since no
-# image can be pulled here. Such an image has no `true`: use `sh -c :`.
+# image can be pulled here. Such an image has no `true`: use `sh -c :`. It deliberately has no
+# /data: where an image has the destination directory, Docker copies it into an empty volume and
+# sets the volume root's owner and mode, which an s3fs bucket root refuses (see README).
 set -euo pipefail
-name=${1:-ossnas/busybox}
+name=${1:-ossnas/busybox:1}
 if docker image inspect "$name" >/dev/null 2>&1; then exit 0; fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-mkdir -p "$dir/bin" "$dir/tmp" "$dir/data"
+mkdir -p "$dir/bin" "$dir/tmp"
 cp /bin/busybox "$dir/bin/busybox"
 for applet in $("$dir/bin/busybox" --list); do
   [ "$applet" = busybox ] || ln -s busybox "$dir/bin/$applet"

@@ -10,7 +10,7 @@ S3_PORT=${S3_PORT:-9555}
 S3_DATA=${S3_DATA:-/var/lib/ossnas-demo-s3}
 PLUGIN=${PLUGIN:-ossnas}
 VOLUME=ossnas-demo
-IMAGE=ossnas/busybox
+IMAGE=ossnas/busybox:1
 
 now() { date +%s.%N; }
 took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }

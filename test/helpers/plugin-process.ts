@@ -38,7 +38,7 @@ export async function waitForSocket(socket: string, timeoutMs = 5000): Promise<v
 }
 
 export async function startPlugin(dir: string, env: Record<string, string> = {}): Promise<PluginProcess> {
-  const socket = path.join(dir, 'ossnas.sock');
+  const socket = env.OSSNAS_SOCKET ?? path.join(dir, 'ossnas.sock');
   const credentialsDir = path.join(dir, 'credentials');
   const mountRoot = path.join(dir, 'volumes');
   const runDir = path.join(dir, 'run');
@@ -59,7 +59,12 @@ export async function startPlugin(dir: string, env: Record<string, string> = {})
   });
   child.stdout?.on('data', (c) => (out += String(c)));
   child.stderr?.on('data', (c) => (out += String(c)));
-  await waitForSocket(socket);
+  try {
+    await waitForSocket(socket);
+  } catch (err) {
+    child.kill('SIGKILL'); // a child left running would keep the test process alive
+    throw new Error(`${(err as Error).message}; its output:\n${out}`);
+  }
   const client = new PluginClient(socket);
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const p: PluginProcess = {
