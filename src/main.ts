@@ -1,19 +1,27 @@
 // Entry point, the same for the managed plugin and a plain host process. Order matters: the
-// socket listens first, state loads right after, and calls wait for it.
+// socket listens first (only node:http is loaded by then), the app and state load right after,
+// and calls that arrive meanwhile wait for them.
 import type http from 'node:http';
-import { createApp, listen } from './api/server.js';
-import { createBackends } from './backends/index.js';
-import { VolumeDriver } from './driver/driver.js';
-import { createLogger } from './log.js';
-import { loadSettings, SettingsError } from './settings.js';
+import { listen, type RequestHandler } from './api/listen.js';
+import { loadSettings, SettingsError, type Settings } from './settings.js';
+import type { VolumeDriver } from './driver/driver.js';
+import type { Logger } from './log.js';
 
 const STOP_DEADLINE_MS = 8000; // dockerd sends SIGKILL 10 s after SIGTERM
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
 
 async function main(): Promise<void> {
   // Everything this process creates (state, credential files) is private unless chmod'ed.
   process.umask(0o077);
 
-  let settings;
+  let settings: Settings;
   try {
     settings = loadSettings();
   } catch (err) {
@@ -23,40 +31,41 @@ async function main(): Promise<void> {
     }
     throw err;
   }
+
+  const handler = deferred<RequestHandler>();
+  const server = await listen(settings.socket, handler.promise);
+
+  const [{ createLogger }, { createApp }, { createBackends }, { VolumeDriver }] = await Promise.all([
+    import('./log.js'),
+    import('./api/server.js'),
+    import('./backends/index.js'),
+    import('./driver/driver.js'),
+  ]);
   const log = createLogger(settings.logLevel);
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
-
-  const backends = createBackends();
-  let resolveReady!: (d: VolumeDriver) => void;
-  let rejectReady!: (e: unknown) => void;
-  const ready = new Promise<VolumeDriver>((res, rej) => {
-    resolveReady = res;
-    rejectReady = rej;
-  });
-  ready.catch(() => undefined);
-
-  const server = await listen(createApp(ready, log), settings.socket);
   log.info({ socket: settings.socket, mountRoot: settings.mountRoot, stateDir: settings.stateDir }, 'listening');
 
+  const ready = deferred<VolumeDriver>();
+  handler.resolve(createApp(ready.promise, log).callback());
   let driver: VolumeDriver;
   try {
-    driver = await VolumeDriver.open(settings, backends, log);
+    driver = await VolumeDriver.open(settings, createBackends(), log);
   } catch (err) {
     // Answering calls without state would tell Docker that volumes do not exist, and Docker
     // would forget them. Better to stop: Docker sees a dead plugin, keeps its volumes, retries.
     log.fatal({ err }, 'cannot load state; exiting');
-    rejectReady(err);
+    ready.reject(err);
     server.close();
     process.exit(1);
   }
-  resolveReady(driver);
+  ready.resolve(driver);
   log.info({ volumes: driver.list().length }, 'state loaded');
 
   installStopHandlers(server, driver, log);
 }
 
-function installStopHandlers(server: http.Server, driver: VolumeDriver, log: ReturnType<typeof createLogger>): void {
+function installStopHandlers(server: http.Server, driver: VolumeDriver, log: Logger): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -2,16 +2,16 @@
 // whose backend is a test double.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { connect } from 'node:net';
 import type http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { CONTENT_TYPE } from '../../src/api/routes.js';
-import { createApp, listen } from '../../src/api/server.js';
+import { listen } from '../../src/api/listen.js';
+import { createApp } from '../../src/api/server.js';
 import { PluginClient } from '../helpers/docker-client.js';
 import { memoryLogger, tempDir } from '../helpers/env.js';
 import { fakeDriver } from '../helpers/fake-driver.js';
+import { REPO_ROOT, waitForSocket } from '../helpers/plugin-process.js';
 
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
 
@@ -26,7 +26,7 @@ before(async () => {
   cleanup = t.cleanup;
   const { driver, settings } = await fakeDriver(t.dir);
   mountRoot = settings.mountRoot;
-  server = await listen(createApp(Promise.resolve(driver), log), settings.socket);
+  server = await listen(settings.socket, Promise.resolve(createApp(Promise.resolve(driver), log).callback()));
   client = new PluginClient(settings.socket);
 });
 after(async () => {
@@ -185,12 +185,11 @@ describe('connection handling', () => {
 
 describe('the program', () => {
   it('listens on its socket within a second of start, as a plain host process', async (t) => {
-    const root = fileURLToPath(new URL('../..', import.meta.url));
     const tmp = await tempDir();
     t.after(tmp.cleanup);
     const socket = path.join(tmp.dir, 'p.sock');
     const t0 = Date.now();
-    const child = spawn(process.execPath, [path.join(root, 'dist', 'main.js')], {
+    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'main.js')], {
       env: {
         PATH: process.env.PATH,
         OSSNAS_SOCKET: socket,
@@ -203,18 +202,8 @@ describe('the program', () => {
       stdio: 'ignore',
     });
     t.after(() => child.kill('SIGKILL'));
-    let listening = -1;
-    while (Date.now() - t0 < 5000) {
-      const ok = await new Promise<boolean>((res) => {
-        const s = connect(socket, () => (s.end(), res(true)));
-        s.on('error', () => res(false));
-      });
-      if (ok) {
-        listening = Date.now() - t0;
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await waitForSocket(socket, 5000);
+    const listening = Date.now() - t0;
     t.diagnostic(`socket listening ${listening} ms after spawn`);
     assert.ok(listening >= 0 && listening < 1000, `listening after ${listening} ms`);
     const c = new PluginClient(socket);
