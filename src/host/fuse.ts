@@ -36,7 +36,7 @@ export interface FuseDaemon {
 }
 
 const STDERR_TAIL_BYTES = 8192;
-const POLL_MS = 50;
+const POLL_MS = 10;
 const READY_GRACE_MS = 50;
 
 async function isFuseMounted(target: string): Promise<boolean> {
@@ -104,8 +104,10 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
     if (done) {
       const r = await exited;
       await lazyUnmount(spec.target); // a client that died mounted leaves a dead mount behind
-      const how = r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`;
-      throw new FuseMountError(`${name} ${how} before the mount was ready${r.stderr ? `: ${r.stderr}` : ''}`);
+      const how = r.signal ? `killed by ${r.signal}` : `exit code ${r.code}`;
+      throw new FuseMountError(
+        r.stderr ? `${name} could not mount (${how}): ${r.stderr}` : `${name} stopped before the mount was ready (${how})`,
+      );
     }
     await Promise.race([exited, sleep(POLL_MS)]);
   }

@@ -1,0 +1,214 @@
+// Distribution through a registry, as users get the plugin: `docker plugin push` to a real
+// registry (Debian's docker-registry, distribution 2.8, on 127.0.0.1 with plain HTTP, which
+// dockerd trusts for loopback), `docker plugin install` with settings given at install time,
+// and the installed plugin serving a volume. Needs root and a running dockerd.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { execa, type ResultPromise } from 'execa';
+import {
+  buildPlugin,
+  CONTAINER_LABEL,
+  docker,
+  dockerResult,
+  ensureBusyboxImage,
+  removePlugin,
+  requireDocker,
+  TEST_IMAGE,
+  timings,
+  waitFor,
+} from '../helpers/docker.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { startS3, type S3Server } from '../helpers/s3.js';
+
+const REGISTRY_BIN = '/usr/bin/docker-registry';
+const ALIAS = 'ossnas-reg';
+const BUCKET = 'reg-bucket';
+const PROFILE = 'reg-profile';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+interface Registry {
+  host: string;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+async function startRegistry(dir: string): Promise<Registry> {
+  if (!existsSync(REGISTRY_BIN)) throw new Error(`${REGISTRY_BIN} is missing: apt-get install docker-registry`);
+  const port = await freePort();
+  const host = `127.0.0.1:${port}`;
+  const config = path.join(dir, 'config.yml');
+  // No auth (the packaged config wants htpasswd), storage in the test's temp dir.
+  await writeFile(
+    config,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: warn',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${path.join(dir, 'data')}`,
+      '  delete:',
+      '    enabled: true',
+      'http:',
+      `  addr: ${host}`,
+      '',
+    ].join('\n'),
+  );
+  let out = '';
+  const child: ResultPromise = execa(REGISTRY_BIN, ['serve', config], {
+    reject: false,
+    buffer: false,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+  });
+  child.stdout?.on('data', (c) => (out = (out + String(c)).slice(-8000)));
+  child.stderr?.on('data', (c) => (out = (out + String(c)).slice(-8000)));
+  let exited = false;
+  const done = child.then(() => void (exited = true));
+  const stop = async () => {
+    if (!exited) child.kill('SIGTERM');
+    const ok = await Promise.race([done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+    if (!ok) {
+      child.kill('SIGKILL');
+      await done;
+    }
+  };
+  try {
+    await waitFor(
+      `the registry to answer http://${host}/v2/`,
+      async () => {
+        if (exited) throw new Error(`docker-registry exited: ${out}`);
+        const res = await fetch(`http://${host}/v2/`).catch(() => undefined);
+        return res?.ok;
+      },
+      20_000,
+      100,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { host, output: () => out, stop };
+}
+
+describe('ossnas distributed through a registry', { skip: rootSkipReason(), timeout: 600_000 }, () => {
+  let registry: Registry | undefined;
+  let ref = '';
+  let s3: S3Server;
+  let bundle: string;
+  let stateDir: string;
+  let credentialsDir: string;
+  const cleanups: Array<() => Promise<unknown>> = [];
+
+  before(async () => {
+    await requireDocker();
+    await ensureBusyboxImage();
+    // Left by an interrupted earlier run.
+    const stale = await removePlugin(ALIAS);
+    if (stale.length) throw new Error(`cannot remove plugin ${ALIAS} left by an earlier run: ${stale.join('; ')}`);
+    bundle = await buildPlugin();
+
+    const reg = await tempDir('ossnas-e2e-registry-');
+    cleanups.push(reg.cleanup);
+    registry = await startRegistry(reg.dir);
+    cleanups.push(() => registry!.stop());
+    ref = `${registry.host}/ossnas/ossnas:e2e`;
+
+    s3 = await startS3([BUCKET]);
+    cleanups.push(() => s3.stop());
+    const state = await tempDir('ossnas-e2e-reg-state-');
+    const creds = await tempDir('ossnas-e2e-reg-creds-');
+    cleanups.push(state.cleanup, creds.cleanup);
+    stateDir = state.dir;
+    credentialsDir = creds.dir;
+    await writeFile(path.join(credentialsDir, PROFILE), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
+  });
+
+  after(async () => {
+    const errors: unknown[] = [];
+    // Plugins first (the installed one holds mounts of the S3 server), then the rest.
+    for (const name of [ALIAS, ref].filter(Boolean)) {
+      const problems = await removePlugin(name).catch((e: unknown) => [String(e)]);
+      if (problems.length) errors.push(new Error(`removing plugin ${name}: ${problems.join('; ')}`));
+    }
+    for (const c of cleanups.reverse()) await c().catch((e: unknown) => errors.push(e));
+    if (errors.length) throw new AggregateError(errors, 'distribution e2e cleanup failed');
+  });
+
+  it('pushes the plugin to the registry and removes the local copy', async (t) => {
+    let t0 = performance.now();
+    await docker(['plugin', 'create', ref, bundle], { timeout: 300_000 });
+    timings['plugin create (registry ref)'] = performance.now() - t0;
+
+    t0 = performance.now();
+    await docker(['plugin', 'push', ref], { timeout: 300_000 });
+    timings['plugin push'] = performance.now() - t0;
+
+    const tags = (await (await fetch(`http://${registry!.host}/v2/ossnas/ossnas/tags/list`)).json()) as { tags?: string[] };
+    assert.deepEqual(tags.tags, ['e2e']);
+
+    await docker(['plugin', 'rm', ref]);
+    assert.notEqual((await dockerResult(['plugin', 'inspect', ref])).exitCode, 0, 'the local copy must be gone');
+    if (timings['plugin build'] !== undefined) t.diagnostic(`plugin build: ${(timings['plugin build'] / 1000).toFixed(1)} s`);
+    t.diagnostic(`plugin create: ${(timings['plugin create (registry ref)']! / 1000).toFixed(1)} s`);
+    t.diagnostic(`plugin push: ${(timings['plugin push']! / 1000).toFixed(1)} s`);
+  });
+
+  it('installs it from the registry with settings given at install time', async (t) => {
+    const t0 = performance.now();
+    await docker(
+      ['plugin', 'install', '--alias', ALIAS, '--grant-all-permissions', ref,
+        'LOG_LEVEL=debug', `state.source=${stateDir}`, `credentials.source=${credentialsDir}`],
+      { timeout: 300_000 },
+    );
+    timings['plugin install'] = performance.now() - t0;
+    t.diagnostic(`plugin install (pull + enable): ${(timings['plugin install'] / 1000).toFixed(1)} s`);
+
+    const [p] = JSON.parse(await docker(['plugin', 'inspect', ALIAS])) as Array<{
+      Name: string;
+      Enabled: boolean;
+      PluginReference: string;
+      Settings: { Env: string[]; Mounts: Array<{ Name: string; Source: string }> };
+    }>;
+    assert.ok(p, 'docker plugin inspect returned nothing');
+    assert.equal(p.Enabled, true);
+    assert.match(p.Name, new RegExp(`^${ALIAS}(:latest)?$`));
+    assert.equal(p.PluginReference, ref);
+    assert.ok(p.Settings.Env.includes('LOG_LEVEL=debug'), `Settings.Env: ${p.Settings.Env.join(' ')}`);
+    assert.equal(p.Settings.Mounts.find((m) => m.Name === 'state')?.Source, stateDir);
+    assert.equal(p.Settings.Mounts.find((m) => m.Name === 'credentials')?.Source, credentialsDir);
+  });
+
+  it('the installed plugin serves a volume', async () => {
+    const vol = `ossnas-reg-${process.pid}`;
+    await docker(['volume', 'create', '-d', ALIAS, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
+      '-o', `credentials=${PROFILE}`, vol]);
+    const r = await dockerResult(['run', '--rm', '--label', `${CONTAINER_LABEL}=${ALIAS}`,
+      '--mount', `type=volume,src=${vol},dst=/data,volume-driver=${ALIAS}`, TEST_IMAGE,
+      'sh', '-c', 'echo from-registry > /data/reg.txt && cat /data/reg.txt'], { timeout: 120_000 });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, 'from-registry');
+    assert.equal(await s3.getObject(BUCKET, 'reg.txt'), 'from-registry\n');
+    await waitFor('the volume to be unmounted after the container', async () => {
+      const [v] = JSON.parse(await docker(['volume', 'inspect', vol])) as Array<{ Status?: Record<string, unknown> }>;
+      return v?.Status?.mounted === false && v.Status.refs === 0;
+    });
+    await docker(['volume', 'rm', vol]);
+    assert.equal(await s3.getObject(BUCKET, 'reg.txt'), 'from-registry\n');
+  });
+});

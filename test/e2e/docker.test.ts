@@ -1,0 +1,291 @@
+// The real plugin (rootfs.build.sh -> docker plugin create) in the real dockerd, with containers
+// writing and reading an S3 bucket (s3rver) through ossnas volumes. Needs root and a running
+// dockerd; CI starts one before the tests.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  CONTAINER_LABEL,
+  docker,
+  dockerdLogPath,
+  dockerResult,
+  ensureBusyboxImage,
+  installPlugin,
+  isMountpoint,
+  median,
+  processesWith,
+  removePlugin,
+  requireDocker,
+  TEST_IMAGE,
+  timings,
+  volumeExists,
+  waitFor,
+  type InstalledPlugin,
+} from '../helpers/docker.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { startS3, type S3Server } from '../helpers/s3.js';
+
+const PLUGIN = 'ossnas-e2e';
+const BUCKET = 'e2e-bucket';
+const PROFILE = 'e2e-profile';
+const RUN = randomBytes(3).toString('hex');
+const VOL = `ossnas-e2e-${RUN}-data`;
+const INLINE_VOL = `ossnas-e2e-${RUN}-inline`;
+// s3rver knows only the access key S3RVER; it does not check V4 signatures (s3fs' default),
+// so any secret mounts, and this one is easy to find wherever it leaks.
+const INLINE_SECRET = `ossnasE2eSecret${RUN}XyZ`;
+
+type Status = Record<string, unknown>;
+
+async function inspectVolume(name: string): Promise<{ Driver: string; Mountpoint: string; Status?: Status; Options?: Record<string, string> }> {
+  const out = JSON.parse(await docker(['volume', 'inspect', name])) as unknown[];
+  assert.equal(out.length, 1);
+  return out[0] as never;
+}
+
+function mountArg(volume: string): string {
+  return `type=volume,src=${volume},dst=/data,volume-driver=${PLUGIN}`;
+}
+
+/** `docker run --rm` of the test image, labelled for cleanup; returns the result (never throws). */
+function run(args: string[], cmd: string, timeout = 120_000) {
+  return dockerResult(['run', '--rm', '--label', `${CONTAINER_LABEL}=${PLUGIN}`, ...args, TEST_IMAGE, 'sh', '-c', cmd], { timeout });
+}
+
+async function runOk(args: string[], cmd: string): Promise<string> {
+  const r = await run(args, cmd);
+  assert.equal(r.exitCode, 0, `docker run ${args.join(' ')} sh -c '${cmd}' failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 600_000 }, () => {
+  let s3: S3Server;
+  let plugin: InstalledPlugin | undefined;
+  let logPath: string | undefined;
+  let logStart = 0;
+  const cleanups: Array<() => Promise<unknown>> = [];
+
+  before(async () => {
+    await requireDocker();
+    await ensureBusyboxImage();
+    logPath = await dockerdLogPath();
+    if (logPath) logStart = (await stat(logPath)).size;
+
+    s3 = await startS3([BUCKET]);
+    cleanups.push(() => s3.stop());
+    const state = await tempDir('ossnas-e2e-state-');
+    const creds = await tempDir('ossnas-e2e-creds-');
+    cleanups.push(state.cleanup, creds.cleanup);
+    await writeFile(path.join(creds.dir, PROFILE), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
+
+    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir, env: { LOG_LEVEL: 'debug' } });
+  });
+
+  after(async () => {
+    const errors: unknown[] = [];
+    // The plugin first (it holds mounts of the S3 server and binds of the temp dirs).
+    if (plugin) await plugin.cleanup().catch((e: unknown) => errors.push(e));
+    else await installCleanupFallback().catch((e: unknown) => errors.push(e));
+    for (const c of cleanups.reverse()) await c().catch((e: unknown) => errors.push(e));
+    if (errors.length) throw new AggregateError(errors, 'e2e cleanup failed');
+  });
+
+  it('creates an oss volume from a credentials profile', async () => {
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
+      '-o', `credentials=${PROFILE}`, VOL]);
+    const v = await inspectVolume(VOL);
+    assert.match(v.Driver, new RegExp(`^${PLUGIN}(:latest)?$`));
+    assert.equal(v.Mountpoint, `/mnt/volumes/${VOL}`);
+    assert.equal(v.Status?.type, 'oss');
+    assert.equal(v.Status?.bucket, BUCKET);
+    assert.equal(v.Status?.url, s3.url);
+    assert.equal(v.Status?.credentials, `profile ${PROFILE}`);
+    assert.equal(v.Status?.mounted, false);
+    assert.equal(v.Status?.refs, 0);
+  });
+
+  it('a container writes a file and it lands in the bucket', async () => {
+    await runOk(['--mount', mountArg(VOL)], 'echo hello > /data/hello.txt');
+    assert.equal(await s3.getObject(BUCKET, 'hello.txt'), 'hello\n');
+  });
+
+  it('a second container reads it back', async () => {
+    assert.equal(await runOk(['--mount', mountArg(VOL)], 'cat /data/hello.txt'), 'hello');
+  });
+
+  it('two containers share the mount: the first to stop does not unmount it for the other', async (t) => {
+    const a = `ossnas-e2e-${RUN}-a`;
+    cleanups.push(() => dockerResult(['rm', '-f', a]));
+    await docker(['run', '-d', '--name', a, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(VOL), TEST_IMAGE,
+      'sh', '-c', 'sleep 600']);
+    try {
+      let v = await inspectVolume(VOL);
+      assert.equal(v.Status?.mounted, true);
+      assert.equal(v.Status?.refs, 1);
+
+      await runOk(['--mount', mountArg(VOL)], 'echo from-b > /data/b.txt && ls /data');
+      v = await inspectVolume(VOL);
+      assert.equal(v.Status?.mounted, true, 'B exiting must not unmount what A still uses');
+      assert.equal(v.Status?.refs, 1);
+      assert.equal(await docker(['exec', a, 'cat', '/data/b.txt']), 'from-b');
+      assert.equal(await docker(['exec', a, 'cat', '/data/hello.txt']), 'hello');
+      assert.equal(await s3.getObject(BUCKET, 'b.txt'), 'from-b\n');
+
+      // busybox sleep as PID 1 ignores SIGTERM: stop with a short grace, then SIGKILL.
+      await docker(['stop', '-t', '1', a]);
+      const status = await waitFor(
+        'refs 0 and mounted false after A stopped',
+        async () => {
+          const s = (await inspectVolume(VOL)).Status;
+          return s?.refs === 0 && s?.mounted === false ? s : undefined;
+        },
+        15_000,
+      );
+      t.diagnostic(`Status after both stopped: ${JSON.stringify(status)}`);
+      assert.equal(status.health, 'idle');
+      assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, VOL)), false);
+    } finally {
+      await docker(['rm', '-f', a]);
+    }
+  });
+
+  it('inline credentials: the secret is not in Status, the plugin log, nor any command line', async (t) => {
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
+      '-o', 'akId=S3RVER', '-o', `akSecret=${INLINE_SECRET}`, '-o', 'path=/inline', INLINE_VOL]);
+    const v = await inspectVolume(INLINE_VOL);
+    assert.equal(v.Status?.credentials, 'inline');
+    assert.equal(v.Status?.path, '/inline');
+    assert.ok(!JSON.stringify(v.Status).includes(INLINE_SECRET), `Status shows the secret: ${JSON.stringify(v.Status)}`);
+    if (JSON.stringify(v.Options ?? {}).includes(INLINE_SECRET)) {
+      t.diagnostic('as documented, Docker itself shows the inline akSecret under Options in docker volume inspect');
+    }
+
+    // While a container uses the volume (s3fs running), look at every process on the host.
+    const c = `ossnas-e2e-${RUN}-inline`;
+    cleanups.push(() => dockerResult(['rm', '-f', c]));
+    await docker(['run', '-d', '--name', c, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(INLINE_VOL), TEST_IMAGE,
+      'sh', '-c', 'echo inline > /data/i.txt && sleep 600']);
+    try {
+      await waitFor('the inline volume to serve', async () => (await s3.getObject(BUCKET, 'inline/i.txt')) === 'inline\n');
+      assert.equal((await inspectVolume(INLINE_VOL)).Status?.mounted, true);
+      const s3fs = await processesWith(`/mnt/volumes/${INLINE_VOL}`);
+      t.diagnostic(`s3fs process while mounted: ${s3fs.join(' | ') || '(none found)'}`);
+      assert.ok(s3fs.length > 0, 'expected to see the s3fs process of the inline volume on the host');
+      assert.deepEqual(await processesWith(INLINE_SECRET), [], 'a process command line contains the secret');
+      const envHits = await processesWith(INLINE_SECRET, 'environ');
+      if (envHits.length) t.diagnostic(`processes with the secret in their environment: ${envHits.join(' | ')}`);
+      assert.deepEqual(envHits, [], 'a process environment contains the secret');
+      // The passwd file handed to s3fs is gone once the mount is ready (seen through s3fs' root).
+      const pid = s3fs[0]!.split(':')[0]!;
+      const runDir = `/proc/${pid}/root/run/ossnas`;
+      const files = await filesContaining(runDir, INLINE_SECRET);
+      t.diagnostic(`files under the plugin's /run/ossnas holding the secret while mounted: ${files.length}`);
+      assert.deepEqual(files, [], 'a file in the plugin still holds the secret after the mount');
+    } finally {
+      await docker(['rm', '-f', c]);
+    }
+    await waitFor('the inline volume to be unmounted', async () => (await inspectVolume(INLINE_VOL)).Status?.mounted === false);
+
+    // dockerd's log: the plugin's output is tagged plugin=<id>.
+    if (!logPath) {
+      assert.fail(
+        "cannot find dockerd's log (dockerd's stdout is not a file): set OSSNAS_E2E_DOCKERD_LOG=FILE to the file dockerd logs to",
+      );
+    }
+    const fh = await open(logPath, 'r');
+    let log: string;
+    try {
+        const { size } = await fh.stat();
+        const buf = Buffer.alloc(Math.max(0, size - logStart));
+        await fh.read(buf, 0, buf.length, logStart);
+        log = buf.toString('utf8');
+    } finally {
+      await fh.close();
+    }
+    const pluginLines = log.split('\n').filter((l) => l.includes(`plugin=${plugin!.id}`));
+    t.diagnostic(`dockerd log ${logPath}: ${pluginLines.length} plugin lines since the test started`);
+    assert.ok(pluginLines.some((l) => l.includes(INLINE_VOL)), 'expected plugin log lines about the inline volume (LOG_LEVEL=debug)');
+    const leaked = pluginLines.filter((l) => l.includes(INLINE_SECRET));
+    assert.deepEqual(leaked, [], 'plugin log lines contain the secret');
+    const otherLeaks = log.split('\n').filter((l) => l.includes(INLINE_SECRET) && !l.includes(`plugin=${plugin!.id}`));
+    if (otherLeaks.length) t.diagnostic(`dockerd's own lines with the secret (not the plugin's): ${otherLeaks.length}`);
+  });
+
+  it('docker volume rm removes the volume and never the objects in the bucket', async () => {
+    const before = await s3.keys(BUCKET);
+    for (const k of ['hello.txt', 'b.txt', 'inline/i.txt']) assert.ok(before.includes(k), `${k} missing before rm: ${before.join(', ')}`);
+    await docker(['volume', 'rm', VOL]);
+    await docker(['volume', 'rm', INLINE_VOL]);
+    assert.equal(await volumeExists(PLUGIN, VOL), false);
+    assert.equal(await volumeExists(PLUGIN, INLINE_VOL), false);
+    assert.deepEqual(await s3.keys(BUCKET), before);
+    assert.equal(await s3.getObject(BUCKET, 'hello.txt'), 'hello\n');
+  });
+
+  it('a bad option fails docker volume create with a clear message', async () => {
+    const name = `ossnas-e2e-${RUN}-bad`;
+    const r = await dockerResult(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`,
+      '-o', `url=${s3.url}`, '-o', 'buckt=x', name]);
+    assert.notEqual(r.exitCode, 0);
+    assert.match(r.stderr, /unknown option/i);
+    assert.match(r.stderr, /buckt/);
+    assert.equal(await volumeExists(PLUGIN, name), false, 'the volume must not exist');
+  });
+
+  it('a mount failure (no such bucket) fails docker run with s3fs\'s own text and leaves nothing mounted', async (t) => {
+    const name = `ossnas-e2e-${RUN}-nobucket`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', 'bucket=no-such-bucket', '-o', `url=${s3.url}`,
+      '-o', `credentials=${PROFILE}`, name]);
+    const r = await run(['--mount', mountArg(name)], 'echo never > /data/x');
+    t.diagnostic(`docker run: exit ${r.exitCode} after ${Math.round(r.ms)} ms: ${r.stderr}`);
+    assert.notEqual(r.exitCode, 0);
+    assert.match(r.stderr, /bucket or key not found|NoSuchBucket|bucket.*(not exist|not found)/i);
+    assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, name)), false, 'a half-made mount was left behind');
+    const s = (await inspectVolume(name)).Status;
+    assert.equal(s?.mounted, false);
+    assert.equal(s?.refs, 0);
+    assert.equal(s?.health, 'error');
+    assert.match(String(s?.lastError), /bucket or key not found|NoSuchBucket|bucket.*(not exist|not found)/i);
+    await docker(['volume', 'rm', name]);
+  });
+
+  it('measures docker run with and without an ossnas volume', async (t) => {
+    const name = `ossnas-e2e-${RUN}-bench`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
+      '-o', `credentials=${PROFILE}`, name]);
+    const plain: number[] = [];
+    const withVol: number[] = [];
+    await runOk([], ':'); // warm-up
+    for (let i = 0; i < 5; i++) {
+      plain.push((await run([], ':')).ms);
+      const r = await run(['--mount', mountArg(name)], ':');
+      assert.equal(r.exitCode, 0, r.stderr);
+      withVol.push(r.ms);
+    }
+    const fmt = (xs: number[]) => xs.map((x) => Math.round(x)).join(', ');
+    t.diagnostic(`docker run --rm sh -c : with no volume: median ${Math.round(median(plain))} ms (${fmt(plain)})`);
+    t.diagnostic(`docker run --rm sh -c : with an ossnas volume: median ${Math.round(median(withVol))} ms (${fmt(withVol)})`);
+    t.diagnostic(`ossnas volume overhead (median): ${Math.round(median(withVol) - median(plain))} ms`);
+    for (const [step, ms] of Object.entries(timings)) t.diagnostic(`${step}: ${(ms / 1000).toFixed(1)} s`);
+    await docker(['volume', 'rm', name]);
+  });
+});
+
+/** Files below DIR whose content includes NEEDLE. */
+async function filesContaining(dir: string, needle: string): Promise<string[]> {
+  const hits: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!e.isFile()) continue;
+    const f = path.join(e.parentPath ?? e.path, e.name);
+    if ((await readFile(f, 'latin1').catch(() => '')).includes(needle)) hits.push(f);
+  }
+  return hits;
+}
+
+/** When installPlugin failed halfway, its own cleanup ran; make sure nothing of ours stays. */
+async function installCleanupFallback(): Promise<void> {
+  const problems = await removePlugin(PLUGIN);
+  if (problems.length) throw new Error(problems.join('; '));
+}
