@@ -168,10 +168,10 @@ export class VolumeDriver {
       const message = scrub((err as Error).message, secretValues(v.options));
       v.lastError = { message, at: new Date().toISOString() };
       await this.db.write();
-      if (err instanceof BackendError || err instanceof OptionsError) {
-        throw new VolumeError('backend', `volume ${v.name}: ${message}`);
+      if (!(err instanceof BackendError || err instanceof OptionsError)) {
+        this.log.error({ volume: v.name, err: message }, 'unexpected mount failure');
       }
-      throw err;
+      throw new VolumeError('backend', `volume ${v.name}: ${message}`);
     }
   }
 

@@ -131,3 +131,12 @@ describe('otherOpts allow-list', () => {
   it('reports through the volume option name', () =>
     fails({ ...base, otherOpts: '-o dev' }, /invalid option 'otherOpts': 'dev' is not allowed/));
 });
+
+describe('error messages never echo a secret', () => {
+  it('a malformed endpoint with credentials in it is refused without repeating it', () => {
+    assert.throws(
+      () => parse({ ...base, url: 'http://AKID:TopSecret99@[bad' }),
+      (e: unknown) => e instanceof OptionsError && /invalid option 'url'/.test(e.message) && !e.message.includes('TopSecret99'),
+    );
+  });
+});

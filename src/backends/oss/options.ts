@@ -47,7 +47,8 @@ export function normalizeEndpoint(value: string): string {
   try {
     u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? v : `https://${v}`);
   } catch {
-    throw new Error(`'${v}' is not an endpoint; expected a host name or http(s)://host[:port]`);
+    // The value is not echoed: a malformed URL can still hold a user:secret@ part.
+    throw new Error('not an endpoint; expected a host name or http(s)://host[:port]');
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('only http:// and https:// endpoints are accepted');
   if (u.username || u.password) throw new Error('an endpoint must not contain credentials; use the credentials option');
