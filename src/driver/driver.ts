@@ -10,7 +10,9 @@ import {
   type BackendRegistry,
 } from '../backends/index.js';
 import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
+import { lazyUnmount } from '../host/fuse.js';
 import { isMountpoint } from '../host/mountinfo.js';
+import { probeMount } from '../host/probe.js';
 import type { Logger } from '../log.js';
 import { scrub, secretValues } from '../redact.js';
 import type { Settings } from '../settings.js';
@@ -29,6 +31,8 @@ export interface VolumeInfo {
 /** What the driver asks of the host; tests give a double that agrees with their fake backend. */
 export interface DriverHost {
   isMountpoint(path: string): Promise<boolean>;
+  /** undefined when the mount at path serves, else why not. */
+  probe(path: string): Promise<string | undefined>;
 }
 
 export class VolumeDriver {
@@ -49,7 +53,7 @@ export class VolumeDriver {
     settings: Settings,
     backends: BackendRegistry,
     log: Logger,
-    host: DriverHost = { isMountpoint },
+    host: DriverHost = { isMountpoint, probe: probeMount },
   ): Promise<VolumeDriver> {
     const db = await openState(settings.stateDir);
     await ensureDir(settings.mountRoot, 0o755);
@@ -142,10 +146,17 @@ export class VolumeDriver {
     return this.lock.run(volume, async () => {
       const v = this.require(volume);
       const target = this.mountpoint(volume);
-      // Mount for real when nobody holds it, or when it is recorded but no longer there.
-      if (refCount(v) === 0 || !v.mounted || !(await this.host.isMountpoint(target))) {
-        await this.mountBackend(v, target);
+      // Mount for real when nobody holds it, when it is recorded but no longer there, or when
+      // it is there but no longer serves (its FUSE client died, e.g. with an earlier plugin process).
+      let reason = refCount(v) === 0 || !v.mounted || !(await this.host.isMountpoint(target)) ? 'first' : undefined;
+      if (!reason) {
+        const dead = await this.host.probe(target);
+        if (dead) {
+          this.log.warn({ volume, reason: dead }, 'mount does not serve; mounting it again');
+          reason = dead;
+        }
       }
+      if (reason) await this.mountBackend(v, target);
       v.mounts[mountId] = (v.mounts[mountId] ?? 0) + 1;
       await this.db.write();
       return target;
@@ -154,12 +165,12 @@ export class VolumeDriver {
 
   private async mountBackend(v: VolumeRecord, target: string): Promise<void> {
     const backend = backendFor(this.backends, v.options);
-    await ensureDir(target, 0o755);
-    if (await this.host.isMountpoint(target)) {
-      // Something stale is there (a dead FUSE mount): replace it.
-      await backend.unmount(v.name, v.options, target, this.ctx).catch(() => undefined);
-    }
     try {
+      if (await this.host.isMountpoint(target)) {
+        // Something stale is there (a dead FUSE mount answers ENOTCONN even to mkdir): detach it.
+        await backend.unmount(v.name, v.options, target, this.ctx).catch(() => lazyUnmount(target));
+      }
+      await ensureDir(target, 0o755);
       await backend.mount(v.name, v.options, target, this.ctx);
       v.mounted = true;
       delete v.lastError;

@@ -7,6 +7,8 @@ export class FakeBackend implements Backend {
   readonly type = 'fake';
   readonly keys = ['type', 'target', 'akSecret', 'delayMs', 'fail'] as const;
   readonly mounted = new Set<string>();
+  /** Mounts still in the table whose client no longer answers. */
+  readonly dead = new Set<string>();
   readonly calls: string[] = [];
   failNextUnmount = false;
 
@@ -32,6 +34,7 @@ export class FakeBackend implements Backend {
     if (options.delayMs) await new Promise((r) => setTimeout(r, Number(options.delayMs)));
     if (options.fail) throw new BackendError(`fake client said: cannot reach ${options.target} with key ${options.akSecret}`);
     this.mounted.add(target);
+    this.dead.delete(target);
   }
 
   async unmount(name: string, _options: VolumeOptions, target: string): Promise<void> {

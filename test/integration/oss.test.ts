@@ -154,6 +154,40 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.equal(await s3fsCommandLine(path.join(plugin.mountRoot, 'dead')), '');
   });
 
+  it('a dead FUSE client is noticed: Status says so and the next Mount mounts again', async () => {
+    await call('Create', { Name: 'crash', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
+    const mp = String((await call('Mount', { Name: 'crash', ID: ID(1) })).json.Mountpoint);
+    process.kill(s3fsPid(await s3fsCommandLineWithPid(mp)), 'SIGKILL');
+    await waitUntil(async () => {
+      const st = ((await call('Get', { Name: 'crash' })).json.Volume as { Status: Record<string, unknown> }).Status;
+      return st.health === 'error' && /mount lost: s3fs was killed by SIGKILL/.test(String(st.lastError));
+    });
+    await assert.rejects(readFile(path.join(mp, 'hello.txt')), /ENOTCONN/);
+    const r = await call('Mount', { Name: 'crash', ID: ID(2) });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n');
+    await call('Unmount', { Name: 'crash', ID: ID(1) });
+    await call('Unmount', { Name: 'crash', ID: ID(2) });
+    assert.equal(await fuseMountAt(mp), undefined);
+  });
+
+  it('a mount that died while the plugin was down is replaced, not handed to a new container', async () => {
+    await call('Create', { Name: 'stale', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
+    const mp = String((await call('Mount', { Name: 'stale', ID: ID(1) })).json.Mountpoint);
+    await plugin.stop();
+    process.kill(s3fsPid(await s3fsCommandLineWithPid(mp)), 'SIGKILL');
+    await waitUntil(async () => (await s3fsCommandLine(mp)) === '');
+    assert.ok(await fuseMountAt(mp), 'the dead mount stays in the table');
+    plugin = await startPlugin(plugin.dir, { OSSNAS_MOUNT_TIMEOUT: '6' });
+    const r = await call('Mount', { Name: 'stale', ID: ID(2) });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n');
+    assert.equal((await readMounts()).filter((m) => m.mountPoint === mp).length, 1);
+    await call('Unmount', { Name: 'stale', ID: ID(1) });
+    await call('Unmount', { Name: 'stale', ID: ID(2) });
+    assert.equal(await fuseMountAt(mp), undefined);
+  });
+
   it('state survives a plugin restart: volumes and references are still there', async () => {
     await call('Create', { Name: 'durable', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
     await call('Mount', { Name: 'durable', ID: ID(1) });
@@ -174,10 +208,29 @@ async function readMountOptions(target: string): Promise<string> {
 
 /** The argv of the s3fs process serving `target`, or '' if none runs. */
 async function s3fsCommandLine(target: string): Promise<string> {
+  return (await s3fsCommandLineWithPid(target)).replace(/^\d+: /, '');
+}
+
+/** 'PID: argv' of the s3fs process serving `target`, or '' if none runs. */
+async function s3fsCommandLineWithPid(target: string): Promise<string> {
   for (const pid of await readdir('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (path.basename(argv[0] ?? '') === 's3fs' && argv.includes(target)) return argv.join(' ');
+    if (path.basename(argv[0] ?? '') === 's3fs' && argv.includes(target)) return `${pid}: ${argv.join(' ')}`;
   }
   return '';
+}
+
+function s3fsPid(line: string): number {
+  const pid = Number(line.split(':')[0]);
+  assert.ok(pid > 0, `no s3fs process found (${line})`);
+  return pid;
+}
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await check())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

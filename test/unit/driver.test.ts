@@ -172,3 +172,17 @@ describe('Remove', () => {
     assert.deepEqual(await readdir(settings.mountRoot), ['keep']);
   });
 });
+
+describe('reusing a mount', () => {
+  it('probes it first, and mounts again when it no longer serves', async () => {
+    const { driver, fake, settings } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    fake.dead.add(path.join(settings.mountRoot, 'v')); // its client died, the mount stayed
+    await driver.mount('v', 'B');
+    assert.deepEqual(fake.calls, ['mount v', 'unmount v', 'mount v']);
+    assert.equal(driver.get('v').Status?.refs, 2);
+    await driver.mount('v', 'C'); // healthy now: shared, not mounted again
+    assert.equal(fake.calls.length, 3);
+  });
+});
