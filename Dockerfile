@@ -30,7 +30,7 @@ FROM ${BASE_IMAGE}
 # tini: PID 1, reaps s3fs' double-forked daemons; ca-certificates: https endpoints.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      s3fs fuse3 util-linux tini ca-certificates \
+      s3fs fuse3 util-linux e2fsprogs xfsprogs tini ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
 # config.json starts /usr/local/bin/node: the node images have it there; a base that keeps node
 # elsewhere gets a link, and a base without node fails here rather than at `plugin enable`.

@@ -29,7 +29,7 @@ SUITE=bookworm
 # Packages the plugin runs: s3fs (OSS/S3 via FUSE), fuse3 (fusermount3 for unmounting),
 # util-linux (mount, umount, nsenter), tini (PID 1: reaps s3fs' double-forked children),
 # ca-certificates (https endpoints).
-PACKAGES=(s3fs fuse3 util-linux tini ca-certificates)
+PACKAGES=(s3fs fuse3 util-linux e2fsprogs xfsprogs tini ca-certificates)
 # Bump when the way the base is built changes (shrink rules, extra files...): it changes the
 # cache key, so every builder gets a fresh base instead of a stale cached one.
 BASE_RECIPE_VERSION=1

@@ -15,7 +15,7 @@ fi
 # s3fs + fuse3: the FUSE client the integration tests drive directly;
 # debootstrap: builds the plugin rootfs; docker-registry: distribution tests;
 # busybox-static: the one-binary image test containers run.
-packages=(docker.io s3fs fuse3 util-linux debootstrap docker-registry busybox-static ca-certificates curl)
+packages=(docker.io s3fs fuse3 util-linux e2fsprogs xfsprogs debootstrap docker-registry busybox-static ca-certificates curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,4 +1,5 @@
 // What every volume type provides to the driver. A backend knows nothing of HTTP or of state.
+import type { HostNamespace } from '../host/hostns.js';
 import type { Logger } from '../log.js';
 import type { Settings } from '../settings.js';
 
@@ -10,6 +11,8 @@ export interface BackendContext {
   log: Logger;
   /** Called when a mount stops serving on its own (its FUSE client died), with the reason. */
   onMountLost(name: string, reason: string): void;
+  /** The host's mount namespace, for kernel mounts that must outlive the plugin process. */
+  hostNamespace(): Promise<HostNamespace>;
 }
 
 export interface Backend {
@@ -26,6 +29,8 @@ export interface Backend {
   mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
   /** Undoes mount. Throws if the mount is still in place afterwards. */
   unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
+  /** Deletes what the plugin itself owns for this volume (never data in a remote backend). */
+  remove?(name: string, options: VolumeOptions, ctx: BackendContext): Promise<void>;
 }
 
 /** A backend failure whose message is meant for the user (the client's own words, secrets removed). */

@@ -11,6 +11,7 @@ import {
 } from '../backends/index.js';
 import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
 import { lazyUnmount } from '../host/fuse.js';
+import { openHostNamespace } from '../host/hostns.js';
 import { isMountpoint } from '../host/mountinfo.js';
 import { probeMount } from '../host/probe.js';
 import type { Logger } from '../log.js';
@@ -46,7 +47,14 @@ export class VolumeDriver {
     private readonly log: Logger,
     private readonly host: DriverHost,
   ) {
-    this.ctx = { settings, log, onMountLost: (name, reason) => this.mountLost(name, reason) };
+    this.ctx = {
+      settings,
+      log,
+      onMountLost: (name, reason) => this.mountLost(name, reason),
+      hostNamespace: openHostNamespace(settings.hostPid, (pid) =>
+        log.info({ hostPid: pid ?? 'own' }, pid ? `kernel mounts go to the mount namespace of PID ${pid}` : 'kernel mounts are made in our own (host) namespace'),
+      ),
+    };
   }
 
   static async open(
@@ -134,9 +142,11 @@ export class VolumeDriver {
       if (outcome === 'mounted' || outcome === 'not-empty') {
         this.log.warn({ volume, target, outcome }, 'mountpoint directory left in place');
       }
+      const backend = backendFor(this.backends, v.options);
+      await backend.remove?.(volume, v.options, this.ctx);
       delete this.db.data.volumes[volume];
       await this.db.write();
-      this.log.info({ volume }, 'volume removed (backend data untouched)');
+      this.log.info({ volume }, backend.remove ? 'volume removed' : 'volume removed (backend data untouched)');
     });
   }
 

@@ -2,6 +2,10 @@
 import { readFile } from 'node:fs/promises';
 
 export interface MountEntry {
+  /** major:minor of the filesystem */
+  device: string;
+  /** the directory of that filesystem that is mounted here ('/' unless a bind mount) */
+  root: string;
   mountPoint: string;
   fsType: string;
   source: string;
@@ -21,6 +25,8 @@ export function parseMountinfo(text: string): MountEntry[] {
     const sep = fields.indexOf('-', 6);
     if (sep < 0 || fields.length < sep + 3) continue;
     entries.push({
+      device: fields[2] ?? '',
+      root: unescape(fields[3] ?? ''),
       mountPoint: unescape(fields[4] ?? ''),
       options: fields[5] ?? '',
       fsType: fields[sep + 1] ?? '',

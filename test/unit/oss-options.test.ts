@@ -13,10 +13,10 @@ const fails = (opts: Record<string, string> | null, pattern: RegExp) =>
 
 describe('volume type', () => {
   it('is required, and the message says how to give it', () => {
-    fails(null, /option 'type' is required \(one of: oss\)/);
+    fails(null, /option 'type' is required \(one of: oss, disk\)/);
     fails({ bucket: 'x' }, /option 'type' is required/);
   });
-  it('unknown types list what is accepted', () => fails({ type: 'ceph' }, /'ceph' is not a volume type; accepted: oss/));
+  it('unknown types list what is accepted', () => fails({ type: 'ceph' }, /'ceph' is not a volume type; accepted: oss, disk/));
   it('is case-insensitive in key and value', () => {
     const { type: _t, ...rest } = base;
     assert.equal(parse({ ...rest, TYPE: 'OSS' }).type, 'oss');

@@ -1,0 +1,108 @@
+// type=disk with size=: a size-limited volume in an image file the plugin keeps in its state
+// directory (so it survives upgrades), formatted once, and loop-mounted in the host's mount
+// namespace onto the host path of the mountpoint, so the mount outlives the plugin process.
+import { access, open } from 'node:fs/promises';
+import path from 'node:path';
+import { CommandError, run } from '../../host/exec.js';
+import { ensureDir, removeFileQuietly } from '../../host/files.js';
+import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
+import { DISK_KEYS, fromSpec, toSpec, type DiskSpec } from './options.js';
+
+export function imagePath(stateDir: string, name: string): string {
+  return path.join(stateDir, 'disks', `${name}.img`);
+}
+
+/** The filesystem type on `file`, or undefined when blkid finds none. */
+async function filesystemOf(file: string): Promise<string | undefined> {
+  try {
+    return (await run('blkid', ['-p', '-o', 'value', '-s', 'TYPE', file], { timeoutMs: 10_000 })).trim() || undefined;
+  } catch (err) {
+    if (err instanceof CommandError && err.exitCode === 2) return undefined; // nothing found
+    throw err;
+  }
+}
+
+export function mkfsArgs(spec: DiskSpec, file: string): [string, string[]] {
+  return spec.fsType === 'ext4'
+    ? ['mkfs.ext4', ['-q', '-F', ...spec.mkfsOptions, file]]
+    : ['mkfs.xfs', ['-q', ...spec.mkfsOptions, file]];
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(() => true, () => false);
+}
+
+export class DiskBackend implements Backend {
+  readonly type = 'disk';
+  readonly keys = DISK_KEYS;
+
+  parse(options: Record<string, string>): VolumeOptions {
+    return fromSpec(toSpec(options));
+  }
+
+  async check(): Promise<void> {}
+
+  describe(options: VolumeOptions): Record<string, unknown> {
+    const spec = toSpec(options);
+    return { size: `${Math.round(spec.size / 2 ** 20)}M`, fsType: spec.fsType, readonly: spec.readonly };
+  }
+
+  /** Creates the sparse image (0600) if missing and formats it if it has no filesystem; never reformats. */
+  private async prepareImage(name: string, spec: DiskSpec, ctx: BackendContext): Promise<string> {
+    const img = imagePath(ctx.settings.stateDir, name);
+    if (!(await exists(img))) {
+      await ensureDir(path.dirname(img), 0o700);
+      const fh = await open(img, 'wx', 0o600);
+      try {
+        await fh.truncate(spec.size);
+      } finally {
+        await fh.close();
+      }
+    }
+    const found = await filesystemOf(img);
+    if (!found) {
+      const [cmd, args] = mkfsArgs(spec, img);
+      await run(cmd, args, { timeoutMs: ctx.settings.mountTimeoutMs });
+    } else if (found !== spec.fsType) {
+      throw new BackendError(`image ${img} holds a ${found} filesystem, not ${spec.fsType}; it is never reformatted`);
+    }
+    return img;
+  }
+
+  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+    const spec = toSpec(options);
+    try {
+      const img = await this.prepareImage(name, spec, ctx);
+      const ns = await ctx.hostNamespace();
+      const [hostImg, hostTarget] = [await ns.hostPath(img), await ns.hostPath(target)];
+      // A container may still hold the image through a loop device of an earlier mount (the
+      // plugin was disabled with -f, which unmounts our side only). Mounting the image through a
+      // second loop device would put two ext4/xfs instances on one image: reuse the device.
+      const attached = (await ns.run('losetup', ['-n', '-O', 'NAME', '-j', hostImg], { timeoutMs: 10_000 }))
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
+      const args = attached[0]
+        ? ['-t', spec.fsType, ...(spec.readonly ? ['-o', 'ro'] : []), attached[0], hostTarget]
+        : ['-t', spec.fsType, '-o', spec.readonly ? 'loop,ro' : 'loop', hostImg, hostTarget];
+      await ns.run('mount', args, { timeoutMs: ctx.settings.mountTimeoutMs });
+    } catch (err) {
+      if (err instanceof BackendError) throw err;
+      throw new BackendError(`mounting disk image failed: ${(err as Error).message}`);
+    }
+  }
+
+  async unmount(_name: string, _options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+    try {
+      const ns = await ctx.hostNamespace();
+      // The loop device was attached with autoclear: it goes away with the mount.
+      await ns.run('umount', [await ns.hostPath(target)], { timeoutMs: 30_000 });
+    } catch (err) {
+      throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
+    }
+  }
+
+  async remove(name: string, _options: VolumeOptions, ctx: BackendContext): Promise<void> {
+    await removeFileQuietly(imagePath(ctx.settings.stateDir, name));
+  }
+}

@@ -1,0 +1,98 @@
+// The `type=disk` option table of design.md, as a schema.
+import { z } from 'zod';
+import { canonicalizeKeys, describeIssues, OptionsError, parseBoolean } from '../options.js';
+
+export const DISK_KEYS = ['type', 'size', 'device', 'fsType', 'mkfsOptions', 'readonly'] as const;
+
+export type FsType = 'ext4' | 'xfs';
+
+export interface DiskSpec {
+  /** bytes */
+  size: number;
+  fsType: FsType;
+  /** argv words for mkfs, already checked against the allow-list */
+  mkfsOptions: string[];
+  readonly: boolean;
+}
+
+const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+const MIN_SIZE: Record<FsType, number> = { ext4: 16 * 2 ** 20, xfs: 300 * 2 ** 20 };
+
+/** '10G', '512M', '1.5T', '10GiB' -> bytes (binary units, as `truncate` and `df -h` use). */
+export function parseSize(value: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(value.trim());
+  if (!m) throw new Error(`expected a size such as 512M or 10G, got '${value}'`);
+  const bytes = Math.floor(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!);
+  return bytes - (bytes % 4096);
+}
+
+/** mkfs arguments users may add: name -> what its value must look like. */
+const MKFS_ALLOWED: Record<FsType, Record<string, RegExp>> = {
+  ext4: { '-L': /^[A-Za-z0-9_.-]{1,16}$/, '-m': /^[0-9]{1,2}$/, '-i': /^[0-9]{4,8}$/, '-b': /^(1024|2048|4096)$/, '-N': /^[0-9]{1,10}$/ },
+  xfs: { '-L': /^[A-Za-z0-9_.-]{1,12}$/ },
+};
+
+export function parseMkfsOptions(text: string, fsType: FsType): string[] {
+  const words = text.trim().split(/[ \t]+/).filter(Boolean);
+  const allowed = MKFS_ALLOWED[fsType];
+  const out: string[] = [];
+  for (let i = 0; i < words.length; i += 2) {
+    const flag = words[i]!;
+    const value = words[i + 1];
+    const pattern = allowed[flag];
+    if (!pattern) throw new Error(`'${flag}' is not allowed for ${fsType}; allowed: ${Object.keys(allowed).join(' ')}`);
+    if (value === undefined || !pattern.test(value)) throw new Error(`'${flag}' needs a value matching ${pattern.source}`);
+    out.push(flag, value);
+  }
+  return out;
+}
+
+const schema = z
+  .object({
+    type: z.literal('disk'),
+    size: z.string().optional(),
+    device: z.string().optional(),
+    fsType: z.enum(['ext4', 'xfs'], { error: "expected 'ext4' or 'xfs'" }).optional(),
+    mkfsOptions: z.string().optional(),
+    readonly: z.string().optional(),
+  })
+  .superRefine((o, ctx) => {
+    if (o.device !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['device'], message: 'existing block devices are not supported yet; use size=' });
+    }
+    if (o.size === undefined && o.device === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['size'], message: 'give size=10G (an image file the plugin keeps) or device=/dev/...' });
+    }
+  });
+
+export function toSpec(raw: Record<string, string>): DiskSpec {
+  const options = canonicalizeKeys(raw, DISK_KEYS, 'type=disk');
+  const result = schema.safeParse(options);
+  if (!result.success) throw new OptionsError(describeIssues(result.error, options));
+  const o = result.data;
+  const fsType: FsType = o.fsType ?? 'ext4';
+  let size: number;
+  try {
+    size = parseSize(o.size!);
+  } catch (e) {
+    throw new OptionsError(`invalid option 'size': ${(e as Error).message}`);
+  }
+  if (size < MIN_SIZE[fsType]) {
+    throw new OptionsError(`invalid option 'size': ${fsType} needs at least ${MIN_SIZE[fsType] / 2 ** 20}M`);
+  }
+  let mkfsOptions: string[] = [];
+  try {
+    if (o.mkfsOptions) mkfsOptions = parseMkfsOptions(o.mkfsOptions, fsType);
+  } catch (e) {
+    throw new OptionsError(`invalid option 'mkfsOptions': ${(e as Error).message}`);
+  }
+  const readonly = o.readonly === undefined ? false : parseBoolean(o.readonly);
+  if (readonly === undefined) throw new OptionsError(`invalid option 'readonly': expected true or false, got '${o.readonly}'`);
+  return { size, fsType, mkfsOptions, readonly };
+}
+
+export function fromSpec(spec: DiskSpec): Record<string, string> {
+  const out: Record<string, string> = { type: 'disk', size: String(spec.size), fsType: spec.fsType, readonly: String(spec.readonly) };
+  if (spec.mkfsOptions.length) out.mkfsOptions = spec.mkfsOptions.join(' ');
+  return out;
+}

@@ -1,0 +1,83 @@
+// Disk volumes in the real plugin under dockerd: kernel loop mounts made in the host's mount
+// namespace through nsenter, so they survive the plugin process. Needs root and dockerd.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import {
+  CONTAINER_LABEL,
+  docker,
+  dockerResult,
+  ensureBusyboxImage,
+  installPlugin,
+  isMountpoint,
+  requireDocker,
+  TEST_IMAGE,
+  type InstalledPlugin,
+} from '../helpers/docker.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
+
+const PLUGIN = 'ossnas-disk-e2e';
+const RUN = randomBytes(3).toString('hex');
+const VOL = `ossnas-disk-${RUN}`;
+const mountArg = `type=volume,src=${VOL},dst=/data,volume-driver=${PLUGIN}`;
+
+async function run(cmd: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  return dockerResult(['run', '--rm', '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg, TEST_IMAGE, 'sh', '-c', cmd]);
+}
+
+async function status(): Promise<Record<string, unknown>> {
+  return (JSON.parse(await docker(['volume', 'inspect', VOL])) as Array<{ Status: Record<string, unknown> }>)[0]!.Status;
+}
+
+describe('disk volumes in the managed plugin', { skip: rootSkipReason(), timeout: 600_000 }, () => {
+  let plugin: InstalledPlugin | undefined;
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const holder = `ossnas-disk-${RUN}-holder`;
+
+  before(async () => {
+    await requireDocker();
+    await ensureBusyboxImage();
+    const state = await tempDir('ossnas-disk-state-');
+    const creds = await tempDir('ossnas-disk-creds-');
+    cleanups.push(state.cleanup, creds.cleanup);
+    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir });
+  });
+  after(async () => {
+    await dockerResult(['rm', '-f', holder]);
+    await plugin?.cleanup();
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  });
+
+  it('a container writes, another reads, and the size limit holds', async () => {
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=disk', '-o', 'size=64M', VOL]);
+    let r = await run('echo disk-data > /data/d.txt');
+    assert.equal(r.exitCode, 0, r.stderr);
+    r = await run('cat /data/d.txt');
+    assert.equal(r.stdout.trim(), 'disk-data');
+    r = await run('dd if=/dev/zero of=/data/big bs=1M count=100');
+    assert.notEqual(r.exitCode, 0);
+    assert.match(r.stderr + r.stdout, /No space left/);
+    await run('rm -f /data/big');
+    const st = await status();
+    assert.deepEqual([st.type, st.size, st.fsType, st.refs, st.mounted], ['disk', '64M', 'ext4', 0, false]);
+  });
+
+  it('the data survives docker plugin disable -f and enable while a container keeps using it', async () => {
+    await docker(['run', '-d', '--name', holder, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg, TEST_IMAGE, 'sh', '-c', 'sleep 600']);
+    assert.ok(await isMountpoint(`${plugin!.propagatedMount}/${VOL}`), 'the kernel mount is on the host path');
+    await docker(['plugin', 'disable', '-f', PLUGIN]);
+    // The running container keeps reading and writing its kernel mount.
+    await docker(['exec', holder, 'sh', '-c', 'echo while-disabled >> /data/d.txt']);
+    assert.equal(await docker(['exec', holder, 'cat', '/data/d.txt']), 'disk-data\nwhile-disabled');
+    await docker(['plugin', 'enable', '--timeout', '60', PLUGIN]);
+    // A new container sees the same data (the loop device the holder still uses is reused).
+    const r = await run('cat /data/d.txt && echo after-enable >> /data/d.txt');
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'disk-data\nwhile-disabled');
+    assert.equal(await docker(['exec', holder, 'tail', '-n', '1', '/data/d.txt']), 'after-enable');
+    await docker(['stop', '-t', '1', holder]);
+    await docker(['rm', holder]);
+    const r2 = await run('cat /data/d.txt');
+    assert.equal(r2.stdout.trim(), 'disk-data\nwhile-disabled\nafter-enable');
+  });
+});

@@ -1,0 +1,106 @@
+// Disk volumes (size=): an image file in the state directory, formatted once and loop-mounted,
+// through the plugin's API with the program as a plain host process. Needs root (loop devices).
+import assert from 'node:assert/strict';
+import { access, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readMounts } from '../../src/host/mountinfo.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
+
+const ID = (n: number) => String(n).repeat(64).slice(0, 64);
+
+describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_000 }, () => {
+  let plugin: PluginProcess;
+  let cleanup: () => Promise<void>;
+  const call = (m: string, a: unknown) => plugin.client.call(`VolumeDriver.${m}`, a);
+  const mountAt = async (p: string) => (await readMounts()).find((m) => m.mountPoint === p);
+  const image = (name: string) => path.join(plugin.dir, 'state', 'disks', `${name}.img`);
+
+  before(async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    plugin = await startPlugin(t.dir);
+  });
+  after(async () => {
+    await plugin?.stop();
+    for (const m of await readMounts()) if (plugin && m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
+    await cleanup?.();
+  });
+
+  it('formats a sparse 0600 image once, enforces its size, and keeps data across remounts', async () => {
+    let r = await call('Create', { Name: 'd1', Opts: { type: 'disk', size: '64M' } });
+    assert.deepEqual(r.json, { Err: '' });
+    r = await call('Mount', { Name: 'd1', ID: ID(1) });
+    assert.equal(r.status, 200, r.text);
+    const mp = String(r.json.Mountpoint);
+    const m = await mountAt(mp);
+    assert.equal(m?.fsType, 'ext4');
+    assert.match(m!.source, /^\/dev\/loop\d+$/);
+    const img = await stat(image('d1'));
+    assert.equal(img.mode & 0o777, 0o600);
+    assert.equal(img.size, 64 * 2 ** 20);
+    assert.ok(img.blocks * 512 < img.size, 'the image is sparse');
+
+    await writeFile(path.join(mp, 'keep.txt'), 'kept');
+    await assert.rejects(writeFile(path.join(mp, 'big.bin'), Buffer.alloc(80 * 2 ** 20)), /ENOSPC/);
+
+    await call('Unmount', { Name: 'd1', ID: ID(1) });
+    assert.equal(await mountAt(mp), undefined);
+    r = await call('Mount', { Name: 'd1', ID: ID(2) });
+    assert.equal(await readFile(path.join(mp, 'keep.txt'), 'utf8'), 'kept', 'never reformatted');
+    const st = ((await call('Get', { Name: 'd1' })).json.Volume as { Status: Record<string, unknown> }).Status;
+    assert.deepEqual([st.type, st.size, st.fsType, st.mounted, st.refs], ['disk', '64M', 'ext4', true, 1]);
+
+    r = await call('Remove', { Name: 'd1' });
+    assert.match(String(r.json.Err), /in use/);
+    await access(image('d1'));
+    await call('Unmount', { Name: 'd1', ID: ID(2) });
+    assert.deepEqual((await call('Remove', { Name: 'd1' })).json, { Err: '' });
+    await assert.rejects(access(image('d1')), /ENOENT/, 'Remove deletes the image of an unused volume');
+  });
+
+  it('mounts xfs and read-only volumes', async () => {
+    await call('Create', { Name: 'x1', Opts: { type: 'disk', size: '320M', fsType: 'xfs', mkfsOptions: '-L ossnas' } });
+    const mp = String((await call('Mount', { Name: 'x1', ID: ID(3) })).json.Mountpoint);
+    assert.equal((await mountAt(mp))?.fsType, 'xfs');
+    await writeFile(path.join(mp, 'a.txt'), 'a');
+    await call('Unmount', { Name: 'x1', ID: ID(3) });
+
+    await call('Create', { Name: 'r1', Opts: { type: 'disk', size: '32M', readonly: 'true' } });
+    const ro = String((await call('Mount', { Name: 'r1', ID: ID(4) })).json.Mountpoint);
+    await assert.rejects(writeFile(path.join(ro, 'no.txt'), 'x'), /EROFS/);
+    await call('Unmount', { Name: 'r1', ID: ID(4) });
+  });
+
+  it('refuses bad options by name', async () => {
+    const bad: Array<[Record<string, string>, RegExp]> = [
+      [{ type: 'disk' }, /option 'size' is required|give size=10G/],
+      [{ type: 'disk', size: 'lots' }, /invalid option 'size': expected a size such as 512M/],
+      [{ type: 'disk', size: '1M' }, /ext4 needs at least 16M/],
+      [{ type: 'disk', size: '100M', fsType: 'xfs' }, /xfs needs at least 300M/],
+      [{ type: 'disk', size: '1G', fsType: 'btrfs' }, /invalid option 'fsType': expected 'ext4' or 'xfs'/],
+      [{ type: 'disk', size: '1G', mkfsOptions: '-E discard' }, /invalid option 'mkfsOptions': '-E' is not allowed for ext4/],
+      [{ type: 'disk', device: '/dev/sda' }, /invalid option 'device': existing block devices are not supported yet/],
+    ];
+    for (const [opts, re] of bad) {
+      const r = await call('Create', { Name: 'bad', Opts: opts });
+      assert.equal(r.status, 500);
+      assert.match(String(r.json.Err), re);
+    }
+  });
+
+  it('a disk mount is a kernel mount: it outlives the plugin process', async () => {
+    await call('Create', { Name: 'k1', Opts: { type: 'disk', size: '32M' } });
+    const mp = String((await call('Mount', { Name: 'k1', ID: ID(5) })).json.Mountpoint);
+    await writeFile(path.join(mp, 'k.txt'), 'k');
+    plugin = await plugin.restart();
+    assert.equal(await readFile(path.join(mp, 'k.txt'), 'utf8'), 'k');
+    const r = await call('Mount', { Name: 'k1', ID: ID(6) });
+    assert.equal(r.status, 200);
+    assert.equal((await readMounts()).filter((m) => m.mountPoint === mp).length, 1, 'the healthy mount was reused');
+    await call('Unmount', { Name: 'k1', ID: ID(5) });
+    await call('Unmount', { Name: 'k1', ID: ID(6) });
+    assert.equal(await mountAt(mp), undefined);
+  });
+});
