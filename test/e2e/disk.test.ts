@@ -2,6 +2,9 @@
 // namespace through nsenter, so they survive the plugin process. Needs root and dockerd.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
 import { after, before, describe, it } from 'node:test';
 import {
   CONTAINER_LABEL,
@@ -79,5 +82,27 @@ describe('disk volumes in the managed plugin', { skip: rootSkipReason(), timeout
     await docker(['rm', holder]);
     const r2 = await run('cat /data/d.txt');
     assert.equal(r2.stdout.trim(), 'disk-data\nwhile-disabled\nafter-enable');
+  });
+
+  it('an existing block device on the host: formatted when empty, written by one container, read by the next', async (t) => {
+    const dir = await tempDir('ossnas-disk-dev-');
+    cleanups.push(dir.cleanup);
+    const img = path.join(dir.dir, 'dev.img');
+    await writeFile(img, '');
+    await truncate(img, 64 * 2 ** 20);
+    const dev = (await execa('losetup', ['--find', '--show', img])).stdout.trim();
+    t.after(() => execa('losetup', ['-d', dev], { reject: false }));
+    const vol = `${VOL}-dev`;
+    const arg = `type=volume,src=${vol},dst=/data,volume-driver=${PLUGIN}`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=disk', '-o', `device=${dev}`, vol]);
+    let r = await dockerResult(['run', '--rm', '--mount', arg, TEST_IMAGE, 'sh', '-c', 'echo on-device > /data/x.txt']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    r = await dockerResult(['run', '--rm', '--mount', arg, TEST_IMAGE, 'cat', '/data/x.txt']);
+    assert.equal(r.stdout.trim(), 'on-device');
+    assert.equal((await execa('blkid', ['-p', '-o', 'value', '-s', 'TYPE', dev])).stdout.trim(), 'ext4');
+    await docker(['volume', 'rm', vol]);
+    const bad = await dockerResult(['volume', 'create', '-d', PLUGIN, '-o', 'type=disk', '-o', 'device=/dev/null', `${VOL}-bad`]);
+    assert.notEqual(bad.exitCode, 0);
+    assert.match(bad.stderr, /device \/dev\/null is not a block device/);
   });
 });

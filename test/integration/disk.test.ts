@@ -1,7 +1,8 @@
 // Disk volumes (size=): an image file in the state directory, formatted once and loop-mounted,
 // through the plugin's API with the program as a plain host process. Needs root (loop devices).
 import assert from 'node:assert/strict';
-import { access, readFile, stat, writeFile } from 'node:fs/promises';
+import { access, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readMounts } from '../../src/host/mountinfo.js';
@@ -81,13 +82,46 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
       [{ type: 'disk', size: '100M', fsType: 'xfs' }, /xfs needs at least 300M/],
       [{ type: 'disk', size: '1G', fsType: 'btrfs' }, /invalid option 'fsType': expected 'ext4' or 'xfs'/],
       [{ type: 'disk', size: '1G', mkfsOptions: '-E discard' }, /invalid option 'mkfsOptions': '-E' is not allowed for ext4/],
-      [{ type: 'disk', device: '/dev/sda' }, /invalid option 'device': existing block devices are not supported yet/],
+      [{ type: 'disk', device: '/dev/../etc/passwd' }, /invalid option 'device': expected a device path/],
+      [{ type: 'disk', device: 'sda' }, /invalid option 'device': expected a device path/],
+      [{ type: 'disk', device: '/dev/loop0', size: '1G' }, /give device or size, not both/],
+      [{ type: 'disk', device: '/dev/null' }, /device \/dev\/null is not a block device/],
+      [{ type: 'disk', device: '/dev/ossnas-no-such-disk' }, /device \/dev\/ossnas-no-such-disk does not exist on the host/],
     ];
     for (const [opts, re] of bad) {
       const r = await call('Create', { Name: 'bad', Opts: opts });
       assert.equal(r.status, 500);
       assert.match(String(r.json.Err), re);
     }
+  });
+
+  it('uses an existing block device: formats it only when empty, never reformats, never wipes on Remove', async (t) => {
+    const img = path.join(plugin.dir, 'dev.img');
+    await writeFile(img, '');
+    await truncate(img, 64 * 2 ** 20);
+    const dev = (await execa('losetup', ['--find', '--show', img])).stdout.trim();
+    t.after(() => execa('losetup', ['-d', dev], { reject: false }));
+
+    let r = await call('Create', { Name: 'dev1', Opts: { type: 'disk', device: dev } });
+    assert.deepEqual(r.json, { Err: '' });
+    const mp = String((await call('Mount', { Name: 'dev1', ID: ID(7) })).json.Mountpoint);
+    assert.deepEqual([(await mountAt(mp))?.source, (await mountAt(mp))?.fsType], [dev, 'ext4']);
+    await writeFile(path.join(mp, 'on-device.txt'), 'dev data');
+    await call('Unmount', { Name: 'dev1', ID: ID(7) });
+    assert.deepEqual((await call('Remove', { Name: 'dev1' })).json, { Err: '' });
+
+    // The same device again: the data is still there (not wiped, not reformatted).
+    await call('Create', { Name: 'dev2', Opts: { type: 'disk', device: dev } });
+    const mp2 = String((await call('Mount', { Name: 'dev2', ID: ID(8) })).json.Mountpoint);
+    assert.equal(await readFile(path.join(mp2, 'on-device.txt'), 'utf8'), 'dev data');
+    await call('Unmount', { Name: 'dev2', ID: ID(8) });
+
+    // Asked for xfs on an ext4 device: refused, naming both, and the data is untouched.
+    await call('Create', { Name: 'dev3', Opts: { type: 'disk', device: dev, fsType: 'xfs' } });
+    r = await call('Mount', { Name: 'dev3', ID: ID(9) });
+    assert.match(String(r.json.Err), new RegExp(`device ${dev} holds a ext4 filesystem, not xfs; it is never reformatted`));
+    const st = ((await call('Get', { Name: 'dev2' })).json.Volume as { Status: Record<string, unknown> }).Status;
+    assert.deepEqual([st.device, st.fsType], [dev, 'ext4']);
   });
 
   it('a disk mount is a kernel mount: it outlives the plugin process', async () => {

@@ -1,10 +1,12 @@
-// type=disk with size=: a size-limited volume in an image file the plugin keeps in its state
-// directory (so it survives upgrades), formatted once, and loop-mounted in the host's mount
-// namespace onto the host path of the mountpoint, so the mount outlives the plugin process.
-import { access, open } from 'node:fs/promises';
+// type=disk: an existing block device (device=), or a size-limited volume in an image file the
+// plugin keeps in its state directory (size=, so it survives upgrades). Formatted only when it
+// holds no filesystem, never reformatted, and mounted in the host's mount namespace onto the host
+// path of the mountpoint, so the mount outlives the plugin process.
+import { access, open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { CommandError, run } from '../../host/exec.js';
 import { ensureDir, removeFileQuietly } from '../../host/files.js';
+import type { HostNamespace } from '../../host/hostns.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { DISK_KEYS, fromSpec, toSpec, type DiskSpec } from './options.js';
 
@@ -40,11 +42,43 @@ export class DiskBackend implements Backend {
     return fromSpec(toSpec(options));
   }
 
-  async check(): Promise<void> {}
+  async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
+    const spec = toSpec(options);
+    if (spec.device) await this.deviceNode(spec.device, await ctx.hostNamespace());
+  }
 
   describe(options: VolumeOptions): Record<string, unknown> {
     const spec = toSpec(options);
-    return { size: `${Math.round(spec.size / 2 ** 20)}M`, fsType: spec.fsType, readonly: spec.readonly };
+    return {
+      ...(spec.device ? { device: spec.device } : { size: `${Math.round(spec.size! / 2 ** 20)}M` }),
+      fsType: spec.fsType,
+      readonly: spec.readonly,
+    };
+  }
+
+  /**
+   * Our path to the host's device node (the plugin's own /dev holds only what config.json
+   * declares; the host's is reached through the target's root), after checking it is a block device.
+   */
+  private async deviceNode(device: string, ns: HostNamespace): Promise<string> {
+    const local = ns.pid === undefined ? device : `/proc/${ns.pid}/root${device}`;
+    const st = await stat(local).catch(() => undefined);
+    if (!st) throw new BackendError(`device ${device} does not exist on the host`);
+    if (!st.isBlockDevice()) throw new BackendError(`device ${device} is not a block device`);
+    return local;
+  }
+
+  /** Formats `node` only when it holds no filesystem; a different filesystem is an error. */
+  private async formatIfEmpty(node: string, shown: string, spec: DiskSpec, ctx: BackendContext): Promise<void> {
+    const found = await filesystemOf(node);
+    if (!found) {
+      const [cmd, args] = mkfsArgs(spec, node);
+      await run(cmd, args, { timeoutMs: ctx.settings.mountTimeoutMs });
+    } else if (found !== spec.fsType) {
+      throw new BackendError(
+        `${shown} holds a ${found} filesystem, not ${spec.fsType}; it is never reformatted (create the volume with fsType=${found} to use it)`,
+      );
+    }
   }
 
   /** Creates the sparse image (0600) if missing and formats it if it has no filesystem; never reformats. */
@@ -59,21 +93,23 @@ export class DiskBackend implements Backend {
         await fh.close();
       }
     }
-    const found = await filesystemOf(img);
-    if (!found) {
-      const [cmd, args] = mkfsArgs(spec, img);
-      await run(cmd, args, { timeoutMs: ctx.settings.mountTimeoutMs });
-    } else if (found !== spec.fsType) {
-      throw new BackendError(`image ${img} holds a ${found} filesystem, not ${spec.fsType}; it is never reformatted`);
-    }
+    await this.formatIfEmpty(img, `image ${img}`, spec, ctx);
     return img;
   }
 
   async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
     const spec = toSpec(options);
     try {
-      const img = await this.prepareImage(name, spec, ctx);
       const ns = await ctx.hostNamespace();
+      if (spec.device) {
+        await this.formatIfEmpty(await this.deviceNode(spec.device, ns), `device ${spec.device}`, spec, ctx);
+        const ro = spec.readonly ? ['-o', 'ro'] : [];
+        await ns.run('mount', ['-t', spec.fsType, ...ro, spec.device, await ns.hostPath(target)], {
+          timeoutMs: ctx.settings.mountTimeoutMs,
+        });
+        return;
+      }
+      const img = await this.prepareImage(name, spec, ctx);
       const [hostImg, hostTarget] = [await ns.hostPath(img), await ns.hostPath(target)];
       // A container may still hold the image through a loop device of an earlier mount (the
       // plugin was disabled with -f, which unmounts our side only). Mounting the image through a
@@ -102,7 +138,8 @@ export class DiskBackend implements Backend {
     }
   }
 
-  async remove(name: string, _options: VolumeOptions, ctx: BackendContext): Promise<void> {
-    await removeFileQuietly(imagePath(ctx.settings.stateDir, name));
+  /** Deletes the image the plugin made for a size= volume; a device's data is never touched. */
+  async remove(name: string, options: VolumeOptions, ctx: BackendContext): Promise<void> {
+    if (toSpec(options).size !== undefined) await removeFileQuietly(imagePath(ctx.settings.stateDir, name));
   }
 }

@@ -6,13 +6,21 @@ export const DISK_KEYS = ['type', 'size', 'device', 'fsType', 'mkfsOptions', 're
 
 export type FsType = 'ext4' | 'xfs';
 
+/** Either an image the plugin keeps (size) or an existing block device on the host (device). */
 export interface DiskSpec {
-  /** bytes */
-  size: number;
+  /** bytes, for an image; undefined for a device */
+  size?: number;
+  /** host path of an existing block device */
+  device?: string;
   fsType: FsType;
   /** argv words for mkfs, already checked against the allow-list */
   mkfsOptions: string[];
   readonly: boolean;
+}
+
+/** A path under /dev: no '.' or '..' segments, no characters a mount option could read twice. */
+function isDevicePath(p: string): boolean {
+  return /^\/dev\/[A-Za-z0-9_.:+\/-]{1,200}$/.test(p) && !p.split('/').some((seg) => seg === '.' || seg === '..');
 }
 
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
@@ -57,8 +65,11 @@ const schema = z
     readonly: z.string().optional(),
   })
   .superRefine((o, ctx) => {
-    if (o.device !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['device'], message: 'existing block devices are not supported yet; use size=' });
+    if (o.device !== undefined && o.size !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['device'], message: 'give device or size, not both' });
+    }
+    if (o.device !== undefined && !isDevicePath(o.device)) {
+      ctx.addIssue({ code: 'custom', path: ['device'], message: 'expected a device path such as /dev/vdb or /dev/disk/by-id/...' });
     }
     if (o.size === undefined && o.device === undefined) {
       ctx.addIssue({ code: 'custom', path: ['size'], message: 'give size=10G (an image file the plugin keeps) or device=/dev/...' });
@@ -71,14 +82,16 @@ export function toSpec(raw: Record<string, string>): DiskSpec {
   if (!result.success) throw new OptionsError(describeIssues(result.error, options));
   const o = result.data;
   const fsType: FsType = o.fsType ?? 'ext4';
-  let size: number;
-  try {
-    size = parseSize(o.size!);
-  } catch (e) {
-    throw new OptionsError(`invalid option 'size': ${(e as Error).message}`);
-  }
-  if (size < MIN_SIZE[fsType]) {
-    throw new OptionsError(`invalid option 'size': ${fsType} needs at least ${MIN_SIZE[fsType] / 2 ** 20}M`);
+  let size: number | undefined;
+  if (o.size !== undefined) {
+    try {
+      size = parseSize(o.size);
+    } catch (e) {
+      throw new OptionsError(`invalid option 'size': ${(e as Error).message}`);
+    }
+    if (size < MIN_SIZE[fsType]) {
+      throw new OptionsError(`invalid option 'size': ${fsType} needs at least ${MIN_SIZE[fsType] / 2 ** 20}M`);
+    }
   }
   let mkfsOptions: string[] = [];
   try {
@@ -88,11 +101,15 @@ export function toSpec(raw: Record<string, string>): DiskSpec {
   }
   const readonly = o.readonly === undefined ? false : parseBoolean(o.readonly);
   if (readonly === undefined) throw new OptionsError(`invalid option 'readonly': expected true or false, got '${o.readonly}'`);
-  return { size, fsType, mkfsOptions, readonly };
+  return { ...(size !== undefined ? { size } : { device: o.device! }), fsType, mkfsOptions, readonly };
 }
 
 export function fromSpec(spec: DiskSpec): Record<string, string> {
-  const out: Record<string, string> = { type: 'disk', size: String(spec.size), fsType: spec.fsType, readonly: String(spec.readonly) };
+  const out: Record<string, string> = { type: 'disk' };
+  if (spec.size !== undefined) out.size = String(spec.size);
+  if (spec.device !== undefined) out.device = spec.device;
+  out.fsType = spec.fsType;
+  out.readonly = String(spec.readonly);
   if (spec.mkfsOptions.length) out.mkfsOptions = spec.mkfsOptions.join(' ');
   return out;
 }
