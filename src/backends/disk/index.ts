@@ -44,7 +44,12 @@ export class DiskBackend implements Backend {
 
   async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
     const spec = toSpec(options);
-    if (spec.device) await this.deviceNode(spec.device, await ctx.hostNamespace());
+    if (!spec.device) return;
+    try {
+      await this.deviceNode(spec.device, await ctx.hostNamespace());
+    } catch (err) {
+      throw err instanceof BackendError ? err : new BackendError((err as Error).message);
+    }
   }
 
   describe(options: VolumeOptions): Record<string, unknown> {
@@ -124,7 +129,7 @@ export class DiskBackend implements Backend {
       await ns.run('mount', args, { timeoutMs: ctx.settings.mountTimeoutMs });
     } catch (err) {
       if (err instanceof BackendError) throw err;
-      throw new BackendError(`mounting disk image failed: ${(err as Error).message}`);
+      throw new BackendError(`mounting ${spec.device ? `device ${spec.device}` : 'the disk image'} failed: ${(err as Error).message}`);
     }
   }
 
