@@ -284,7 +284,8 @@ export async function dockerdLogPath(): Promise<string | undefined> {
   for (const pid of pids) {
     for (const fd of [1, 2]) {
       const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
-      if (target.startsWith('/') && !target.startsWith('/dev/') && existsSync(target)) return target;
+      // Read through /proc: that works even when the file was deleted after dockerd opened it.
+      if (target.startsWith('/') && !target.startsWith('/dev/')) return `/proc/${pid}/fd/${fd}`;
     }
   }
   return undefined;
