@@ -158,15 +158,13 @@ export class VolumeDriver {
       const target = this.mountpoint(volume);
       // Mount for real when nobody holds it, when it is recorded but no longer there, or when
       // it is there but no longer serves (its FUSE client died, e.g. with an earlier plugin process).
-      let reason = refCount(v) === 0 || !v.mounted || !(await this.host.isMountpoint(target)) ? 'first' : undefined;
-      if (!reason) {
+      let needed = refCount(v) === 0 || !v.mounted || !(await this.host.isMountpoint(target));
+      if (!needed) {
         const dead = await this.host.probe(target);
-        if (dead) {
-          this.log.warn({ volume, reason: dead }, 'mount does not serve; mounting it again');
-          reason = dead;
-        }
+        if (dead) this.log.warn({ volume, reason: dead }, 'mount does not serve; mounting it again');
+        needed = dead !== undefined;
       }
-      if (reason) await this.mountBackend(v, target);
+      if (needed) await this.mountBackend(v, target);
       v.mounts[mountId] = (v.mounts[mountId] ?? 0) + 1;
       await this.db.write();
       return target;
@@ -186,9 +184,7 @@ export class VolumeDriver {
       delete v.lastError;
     } catch (err) {
       v.mounted = false;
-      const message = scrub((err as Error).message, secretValues(v.options));
-      v.lastError = { message, at: new Date().toISOString() };
-      await this.db.write();
+      const message = await this.recordError(v, (err as Error).message);
       if (!(err instanceof BackendError || err instanceof OptionsError)) {
         this.log.error({ volume: v.name, err: message }, 'unexpected mount failure');
       }
@@ -218,9 +214,7 @@ export class VolumeDriver {
         } catch (err) {
           // Still mounted: keep the reference so that state tells the truth and a retry works.
           v.mounts[mountId] = count;
-          const message = scrub((err as Error).message, secretValues(v.options));
-          v.lastError = { message, at: new Date().toISOString() };
-          await this.db.write();
+          const message = await this.recordError(v, (err as Error).message);
           throw new VolumeError('backend', `volume ${volume}: ${message}`);
         }
       }
@@ -272,16 +266,22 @@ export class VolumeDriver {
     };
   }
 
+  /** Keeps a failure in state for Status, secrets removed, and returns the scrubbed text. */
+  private async recordError(v: VolumeRecord, text: string): Promise<string> {
+    const message = scrub(text, secretValues(v.options));
+    v.lastError = { message, at: new Date().toISOString() };
+    await this.db.write();
+    return message;
+  }
+
   /** A backend reports that a mount stopped serving by itself. */
   private mountLost(name: string, reason: string): void {
     void this.lock.run(name, async () => {
       const v = this.find(name);
       if (!v) return;
-      const message = scrub(reason, secretValues(v.options));
-      this.log.warn({ volume: name, reason: message }, 'mount lost');
-      v.lastError = { message: `mount lost: ${message}`, at: new Date().toISOString() };
       v.mounted = false; // the next Mount replaces it
-      await this.db.write();
+      const message = await this.recordError(v, `mount lost: ${reason}`);
+      this.log.warn({ volume: name, reason: message }, 'mount lost');
     });
   }
 
