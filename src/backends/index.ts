@@ -1,6 +1,7 @@
 // The volume types ossnas knows, and the first step of every Create: which type, and are its
 // options valid.
 import { DiskBackend } from './disk/index.js';
+import { NasBackend } from './nas/index.js';
 import { OssBackend } from './oss/index.js';
 import { foldKey, OptionsError } from './options.js';
 import type { Backend, VolumeOptions } from './types.js';
@@ -11,7 +12,7 @@ export { BackendError, type Backend, type BackendContext, type VolumeOptions } f
 export type BackendRegistry = ReadonlyMap<string, Backend>;
 
 export function createBackends(): BackendRegistry {
-  const list: Backend[] = [new OssBackend(), new DiskBackend()];
+  const list: Backend[] = [new OssBackend(), new NasBackend(), new DiskBackend()];
   return new Map(list.map((b) => [b.type, b]));
 }
 

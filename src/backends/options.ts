@@ -1,6 +1,6 @@
 // Option keys as users write them: case-insensitive, and snake_case, kebab-case and camelCase
 // spellings are one key (`read-only`, `read_only`, `readOnly`, `READONLY`).
-import type { z } from 'zod';
+import { z } from 'zod';
 
 /** A bad volume option. The message names the key and says what is accepted. */
 export class OptionsError extends Error {}
@@ -55,3 +55,39 @@ export function parseBoolean(value: string): boolean | undefined {
   if (['false', '0', 'no', 'off', ''].includes(v)) return false;
   return undefined;
 }
+
+const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
+
+/**
+ * A sub-path inside a bucket or an export: '/a/b/', 'a/b', '' -> '/a/b' or '/'. Refuses '..' and
+ * '.', commas (a mount option separator) and control characters.
+ */
+export function normalizeSubPath(value: string): string {
+  if (!NO_CONTROL.test(value) || value.includes(',') || value.includes('\\')) {
+    throw new Error('a path must not contain commas, backslashes or control characters');
+  }
+  const parts = value.split('/').filter((p) => p !== '');
+  if (parts.some((p) => p === '.' || p === '..')) throw new Error("a path must not contain '.' or '..' segments");
+  if (value.length > 1024) throw new Error('a path is at most 1024 characters');
+  return parts.length ? `/${parts.join('/')}` : '/';
+}
+
+/** normalizeSubPath as a schema field. */
+export const subPathOption = z.string().transform((v, ctx) => {
+  try {
+    return normalizeSubPath(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** parseBoolean as a schema field. */
+export const booleanOption = z.string().transform((v, ctx) => {
+  const b = parseBoolean(v);
+  if (b === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected true or false, got '${v}'` });
+    return z.NEVER;
+  }
+  return b;
+});

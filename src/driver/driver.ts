@@ -10,7 +10,7 @@ import {
   type BackendRegistry,
 } from '../backends/index.js';
 import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
-import { lazyUnmount } from '../host/fuse.js';
+import { lazyUnmount } from '../host/unmount.js';
 import { openHostNamespace } from '../host/hostns.js';
 import { isMountpoint } from '../host/mountinfo.js';
 import { probeMount } from '../host/probe.js';

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import { scrub } from '../redact.js';
 import { run } from './exec.js';
 import { findMount } from './mountinfo.js';
+import { lazyUnmount } from './unmount.js';
 
 export class FuseMountError extends Error {}
 
@@ -136,12 +137,6 @@ async function stopProcess(child: ResultPromise, exited: Promise<unknown>): Prom
 export async function unmountFuse(target: string, daemon: FuseDaemon | undefined, timeoutMs = 10_000): Promise<void> {
   if (await findMount(target)) await run('umount', [target], { timeoutMs });
   if (daemon) await Promise.race([daemon.exited, sleep(5000)]);
-}
-
-/** Detaches a mount even if its server is gone (ENOTCONN) or it is busy. Never throws. */
-export async function lazyUnmount(target: string): Promise<void> {
-  if (!(await findMount(target))) return;
-  await run('umount', ['-l', target], { timeoutMs: 5000 }).catch(() => undefined);
 }
 
 function sleep(ms: number): Promise<void> {

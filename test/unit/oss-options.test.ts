@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createBackends, parseVolumeOptions } from '../../src/backends/index.js';
 import { OptionsError } from '../../src/backends/options.js';
-import { normalizeEndpoint, normalizeSubPath } from '../../src/backends/oss/options.js';
+import { normalizeSubPath } from '../../src/backends/options.js';
+import { normalizeEndpoint } from '../../src/backends/oss/options.js';
 import { parseOtherOpts } from '../../src/backends/oss/other-opts.js';
 
 const backends = createBackends();
@@ -13,10 +14,10 @@ const fails = (opts: Record<string, string> | null, pattern: RegExp) =>
 
 describe('volume type', () => {
   it('is required, and the message says how to give it', () => {
-    fails(null, /option 'type' is required \(one of: oss, disk\)/);
+    fails(null, /option 'type' is required \(one of: oss, nas, disk\)/);
     fails({ bucket: 'x' }, /option 'type' is required/);
   });
-  it('unknown types list what is accepted', () => fails({ type: 'ceph' }, /'ceph' is not a volume type; accepted: oss, disk/));
+  it('unknown types list what is accepted', () => fails({ type: 'ceph' }, /'ceph' is not a volume type; accepted: oss, nas, disk/));
   it('is case-insensitive in key and value', () => {
     const { type: _t, ...rest } = base;
     assert.equal(parse({ ...rest, TYPE: 'OSS' }).type, 'oss');

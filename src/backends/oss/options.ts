@@ -1,7 +1,7 @@
 // The `type=oss` option table of design.md, as a schema. Values are normalised so that the same
 // volume written two ways compares equal (idempotent Create).
 import { z } from 'zod';
-import { canonicalizeKeys, describeIssues, OptionsError, parseBoolean } from '../options.js';
+import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, subPathOption } from '../options.js';
 import { formatOtherOpts, parseOtherOpts } from './other-opts.js';
 
 export const OSS_KEYS = [
@@ -37,8 +37,6 @@ export interface OssSpec {
   otherOpts: string;
 }
 
-const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
-
 /** 'oss-cn-hangzhou.aliyuncs.com', 'https://host', 'http://127.0.0.1:9000' -> 'scheme://host[:port]' */
 export function normalizeEndpoint(value: string): string {
   const v = value.trim();
@@ -58,29 +56,9 @@ export function normalizeEndpoint(value: string): string {
   return `${u.protocol}//${u.host}`;
 }
 
-/** '/a/b/', 'a/b', '' -> '/a/b' or '/'; refuses '..', '.', commas and control characters. */
-export function normalizeSubPath(value: string): string {
-  if (!NO_CONTROL.test(value) || value.includes(',') || value.includes('\\')) {
-    throw new Error('a path must not contain commas, backslashes or control characters');
-  }
-  const parts = value.split('/').filter((p) => p !== '');
-  if (parts.some((p) => p === '.' || p === '..')) throw new Error("a path must not contain '.' or '..' segments");
-  if (value.length > 1024) throw new Error('a path is at most 1024 characters');
-  return parts.length ? `/${parts.join('/')}` : '/';
-}
-
 const endpoint = z.string({ error: 'the endpoint, e.g. oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000' }).transform((v, ctx) => {
   try {
     return normalizeEndpoint(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
-
-const subPath = z.string().transform((v, ctx) => {
-  try {
-    return normalizeSubPath(v);
   } catch (e) {
     ctx.addIssue({ code: 'custom', message: (e as Error).message });
     return z.NEVER;
@@ -98,15 +76,6 @@ const credentialValue = z
   .min(1, 'must not be empty')
   .regex(/^[^\s:]+$/, 'must not contain spaces, newlines or colons');
 
-const boolean = z.string().transform((v, ctx) => {
-  const b = parseBoolean(v);
-  if (b === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected true or false, got '${v}'` });
-    return z.NEVER;
-  }
-  return b;
-});
-
 const schema = z
   .object({
     type: z.literal('oss'),
@@ -114,7 +83,7 @@ const schema = z
       .string({ error: 'the bucket to mount' })
       .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'a bucket name is 3-63 lowercase letters, digits, dots and hyphens'),
     url: endpoint,
-    path: subPath.optional(),
+    path: subPathOption.optional(),
     akId: credentialValue.optional(),
     akSecret: credentialValue.optional(),
     securityToken: z.string().regex(/^[^\s]+$/, 'must not be empty or contain spaces or newlines').optional(),
@@ -129,7 +98,7 @@ const schema = z
       .regex(/^0?[0-7]{1,3}$/, 'expected an octal mask such as 022 or 0002')
       .transform((v) => Number.parseInt(v, 8).toString(8).padStart(3, '0'))
       .optional(),
-    readonly: boolean.optional(),
+    readonly: booleanOption.optional(),
     otherOpts: z
       .string()
       .transform((v, ctx) => {

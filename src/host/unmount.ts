@@ -1,0 +1,45 @@
+// Unmounting without hanging. A plain umount of an NFS mount whose server is gone can block for
+// minutes (util-linux resolves the path first, and the kernel flushes dirty pages), so every
+// step has a deadline and falls back: plain, then forced (-f aborts pending NFS calls), then
+// lazy (-l detaches it from the tree at once; the kernel frees it when the last user leaves).
+import { run } from './exec.js';
+import type { HostNamespace } from './hostns.js';
+import { findMount, readMounts } from './mountinfo.js';
+
+/** Detaches a mount of our namespace even if its server is gone (ENOTCONN) or it is busy. Never throws. */
+export async function lazyUnmount(target: string): Promise<void> {
+  if (!(await findMount(target))) return;
+  await run('umount', ['-l', target], { timeoutMs: 5000 }).catch(() => undefined);
+}
+
+export type UnmountOutcome = 'unmounted' | 'forced' | 'detached';
+
+async function mountedInHost(ns: HostNamespace, hostTarget: string): Promise<boolean> {
+  const table = ns.pid === undefined ? '/proc/self/mountinfo' : `/proc/${ns.pid}/mountinfo`;
+  return (await readMounts(table)).some((m) => m.mountPoint === hostTarget);
+}
+
+/**
+ * Unmounts a kernel mount in the host namespace: plain within `plainMs`, then `umount -f`, then
+ * `umount -l`. Callers only get here when no container uses the mount any more. Resolves with
+ * the step that worked; throws with umount's own words if the mount is still there after all three.
+ */
+export async function unmountKernelMount(ns: HostNamespace, hostTarget: string, plainMs = 10_000): Promise<UnmountOutcome> {
+  const steps: Array<[UnmountOutcome, string[], number]> = [
+    ['unmounted', ['-c', hostTarget], plainMs],
+    ['forced', ['-f', '-c', hostTarget], 5000],
+    ['detached', ['-l', '-c', hostTarget], 5000],
+  ];
+  const said: string[] = [];
+  for (const [outcome, args, timeoutMs] of steps) {
+    if (!(await mountedInHost(ns, hostTarget))) return outcome === 'unmounted' ? outcome : 'unmounted';
+    try {
+      await ns.run('umount', args, { timeoutMs });
+      if (!(await mountedInHost(ns, hostTarget))) return outcome;
+    } catch (err) {
+      said.push((err as Error).message);
+    }
+  }
+  if (!(await mountedInHost(ns, hostTarget))) return 'detached';
+  throw new Error(`${hostTarget} is still mounted: ${said.join('; ') || 'umount reported success'}`);
+}
