@@ -9,7 +9,10 @@ export interface MountEntry {
   mountPoint: string;
   fsType: string;
   source: string;
+  /** per-mount options (ro, nosuid...) */
   options: string;
+  /** the filesystem's own options (for NFS: vers, addr, timeo...) */
+  superOptions: string;
 }
 
 // mountinfo escapes space, tab, newline and backslash as \ooo octal.
@@ -31,6 +34,7 @@ export function parseMountinfo(text: string): MountEntry[] {
       options: fields[5] ?? '',
       fsType: fields[sep + 1] ?? '',
       source: unescape(fields[sep + 2] ?? ''),
+      superOptions: fields[sep + 3] ?? '',
     });
   }
   return entries;

@@ -10,8 +10,8 @@ describe('mount table', () => {
       '36 35 98:0 /mnt1 /mnt/volumes/my\\040vol rw,noatime master:1 - fuse.s3fs s3fs rw,user_id=0\n' +
       '37 35 0:40 / /var/lib/x rw - tmpfs tmpfs rw\n';
     assert.deepEqual(parseMountinfo(text), [
-      { device: '98:0', root: '/mnt1', mountPoint: '/mnt/volumes/my vol', options: 'rw,noatime', fsType: 'fuse.s3fs', source: 's3fs' },
-      { device: '0:40', root: '/', mountPoint: '/var/lib/x', options: 'rw', fsType: 'tmpfs', source: 'tmpfs' },
+      { device: '98:0', root: '/mnt1', mountPoint: '/mnt/volumes/my vol', options: 'rw,noatime', fsType: 'fuse.s3fs', source: 's3fs', superOptions: 'rw,user_id=0' },
+      { device: '0:40', root: '/', mountPoint: '/var/lib/x', options: 'rw', fsType: 'tmpfs', source: 'tmpfs', superOptions: 'rw' },
     ]);
   });
 });

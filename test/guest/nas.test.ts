@@ -1,0 +1,173 @@
+// NAS volumes against a real NFS server, in a guest kernel that has NFS (this machine's kernel
+// has none): scripts/nfs-guest.sh boots it, serves /srv/nfs on the guest's loopback, and runs
+// this file there; test/integration/nas-guest.test.ts does that from the normal suite. The
+// plugin is the real program as a host process, driven over its socket.
+import assert from 'node:assert/strict';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { execa } from 'execa';
+import { readMounts } from '../../src/host/mountinfo.js';
+import { tempDir } from '../helpers/env.js';
+import { startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
+
+const EXPORT = '/srv/nfs';
+const ID = (n: number) => String(n % 10).repeat(64);
+const inGuest = process.env.OSSNAS_NFS_GUEST === '1';
+
+const nfsd = (action: 'start' | 'stop') => execa('/usr/local/sbin/ossnas-nfsd', [action]);
+
+describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs inside the NFS guest (scripts/nfs-guest.sh)', timeout: 600_000 }, () => {
+  let plugin: PluginProcess;
+  let cleanup: () => Promise<void>;
+  const call = (m: string, a: unknown) => plugin.client.call(`VolumeDriver.${m}`, a);
+  const mountAt = async (p: string) => (await readMounts()).find((m) => m.mountPoint === p);
+  const create = async (name: string, opts: Record<string, string>) => {
+    const r = await call('Create', { Name: name, Opts: { type: 'nas', server: '127.0.0.1', ...opts } });
+    assert.deepEqual(r.json, { Err: '' }, `create ${name}`);
+  };
+  const mount = async (name: string, id: number) => {
+    const r = await call('Mount', { Name: name, ID: ID(id) });
+    assert.equal(r.status, 200, `mount ${name}: ${r.text}`);
+    return String(r.json.Mountpoint);
+  };
+  const unmount = async (name: string, id: number) => {
+    const r = await call('Unmount', { Name: name, ID: ID(id) });
+    assert.deepEqual(r.json, { Err: '' }, `unmount ${name}`);
+  };
+
+  before(async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    plugin = await startPlugin(t.dir, { OSSNAS_MOUNT_TIMEOUT: '8' });
+  });
+  after(async () => {
+    await nfsd('start').catch(() => undefined);
+    await plugin?.stop();
+    for (const m of await readMounts()) if (plugin && m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
+    await cleanup?.();
+  });
+
+  for (const [vers, fsType] of [['3', 'nfs'], ['4', 'nfs4'], ['4.1', 'nfs4']] as const) {
+    it(`mounts NFS v${vers}: reads, writes through to the server, shares the mount between IDs, unmounts`, async () => {
+      const name = `v${vers.replace('.', '')}`;
+      await create(name, { path: EXPORT, vers });
+      const mp = await mount(name, 1);
+      const m = await mountAt(mp);
+      assert.equal(m?.fsType, fsType);
+      assert.equal(m?.source, `127.0.0.1:${EXPORT}`);
+      assert.match(m!.superOptions, new RegExp(`vers=${vers === '4' ? '4\\.0' : vers.replace('.', '\\.')}`));
+      assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from nfs\n');
+      await writeFile(path.join(mp, `from-${name}.txt`), name);
+      assert.equal(await readFile(path.join(EXPORT, `from-${name}.txt`), 'utf8'), name, 'the server has it');
+
+      assert.equal(await mount(name, 2), mp, 'a second ID shares the mount');
+      assert.equal((await readMounts()).filter((x) => x.mountPoint === mp).length, 1);
+      await unmount(name, 1);
+      assert.ok(await mountAt(mp), 'still mounted for ID 2');
+      await unmount(name, 2);
+      assert.equal(await mountAt(mp), undefined);
+      assert.deepEqual((await call('Remove', { Name: name })).json, { Err: '' });
+      assert.equal(await readFile(path.join(EXPORT, `from-${name}.txt`), 'utf8'), name, 'Remove never deletes data');
+    });
+  }
+
+  it('creates a sub-path that does not exist yet (v3 and v4.1), with the mode asked for', async () => {
+    for (const [name, vers] of [['sub3', '3'], ['sub41', '4.1']] as const) {
+      const sub = `${EXPORT}/teams/${name}/data`;
+      await create(name, { path: sub, vers, mode: '0770' });
+      const mp = await mount(name, 3);
+      assert.equal((await mountAt(mp))?.source, `127.0.0.1:${sub}`);
+      assert.equal((await stat(sub)).isDirectory(), true, 'created on the server');
+      assert.equal((await stat(mp)).mode & 0o7777, 0o770);
+      await writeFile(path.join(mp, 'x.txt'), 'x');
+      assert.equal(await readFile(path.join(sub, 'x.txt'), 'utf8'), 'x');
+      await unmount(name, 3);
+    }
+    const leftovers = (await readMounts()).filter((m) => m.mountPoint.includes('.ossnas-setup'));
+    assert.deepEqual(leftovers, [], 'the setup mount is gone');
+  });
+
+  it('mounts readonly, and applies options=none and the user options exactly', async () => {
+    await create('ro', { path: EXPORT, vers: '4.1', readonly: 'true' });
+    const mp = await mount('ro', 4);
+    assert.match((await mountAt(mp))!.options, /(^|,)ro(,|$)/);
+    await assert.rejects(writeFile(path.join(mp, 'no.txt'), 'x'), /EROFS/);
+    await unmount('ro', 4);
+
+    await create('opts', { path: EXPORT, vers: '3', options: 'soft,timeo=50,retrans=1,nolock,proto=tcp' });
+    const mp2 = await mount('opts', 5);
+    const sup = (await mountAt(mp2))!.superOptions;
+    for (const o of ['soft', 'timeo=50', 'retrans=1', 'nolock', 'proto=tcp']) assert.match(sup, new RegExp(`(^|,)${o}(,|$)`), o);
+    await unmount('opts', 5);
+
+    const r = await call('Create', { Name: 'bad', Opts: { type: 'nas', server: '127.0.0.1', options: 'hard,addr=10.9.9.9' } });
+    assert.match(String(r.json.Err), /invalid option 'options': 'addr' is not accepted here/);
+  });
+
+  it('a missing export fails with the server named, and a readonly volume never creates it', async () => {
+    await create('ro-missing', { path: `${EXPORT}/nope`, vers: '3', readonly: 'true' });
+    const r = await call('Mount', { Name: 'ro-missing', ID: ID(6) });
+    assert.match(String(r.json.Err), /127\.0\.0\.1:\/srv\/nfs\/nope does not exist on the server/);
+    await assert.rejects(stat(`${EXPORT}/nope`), /ENOENT/);
+  });
+
+  it('a mount is a kernel mount: it outlives the plugin process', async () => {
+    await create('keep', { path: EXPORT, vers: '4.1' });
+    const mp = await mount('keep', 7);
+    plugin = await plugin.restart();
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from nfs\n');
+    assert.equal(await mount('keep', 8), mp);
+    assert.equal((await readMounts()).filter((m) => m.mountPoint === mp).length, 1, 'the healthy mount was reused');
+    await unmount('keep', 7);
+    await unmount('keep', 8);
+    assert.equal(await mountAt(mp), undefined);
+  });
+
+  it('a server that accepts connections but never answers NFS fails at the mount deadline, leaving nothing mounted', async () => {
+    const silent: Server = createServer(() => undefined); // accepts, then says nothing
+    await new Promise<void>((r) => silent.listen(12049, '127.0.0.1', r));
+    try {
+      await create('silent', { path: '/', vers: '4.1', options: 'port=12049' });
+      const t0 = Date.now();
+      const r = await call('Mount', { Name: 'silent', ID: ID(9) });
+      const took = Date.now() - t0;
+      assert.match(String(r.json.Err), /did not finish within 8 s; the server accepts connections but does not answer NFS requests/);
+      assert.ok(took < 15_000, `took ${took} ms`);
+      assert.equal(await mountAt(path.join(plugin.mountRoot, 'silent')), undefined);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('a dead server: Mount fails in seconds, Unmount does not hang, and the volume works once it is back', async () => {
+    await create('dead', { path: EXPORT, vers: '4.1' });
+    await create('held', { path: EXPORT, vers: '3' });
+    const held = await mount('held', 1);
+    await nfsd('stop');
+    try {
+      let t0 = Date.now();
+      const r = await call('Mount', { Name: 'dead', ID: ID(2) });
+      assert.match(String(r.json.Err), /NFS server 127\.0\.0\.1 is not reachable: 127\.0\.0\.1 port 2049 refused the connection/);
+      assert.ok(Date.now() - t0 < 5000, `failed in ${Date.now() - t0} ms`);
+      const st = ((await call('Get', { Name: 'dead' })).json.Volume as { Status: Record<string, unknown> }).Status;
+      assert.match(String(st.lastError), /not reachable/);
+
+      t0 = Date.now();
+      await unmount('held', 1);
+      assert.equal(await mountAt(held), undefined, 'detached although the server is gone');
+      assert.ok(Date.now() - t0 < 25_000, `unmount took ${Date.now() - t0} ms`);
+    } finally {
+      await nfsd('start');
+    }
+    const mp = await mount('dead', 3);
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from nfs\n');
+    await unmount('dead', 3);
+  });
+});
+
+// Keep the guest's export as the tests expect it, whatever an earlier run left.
+before(async () => {
+  if (inGuest) await mkdir(EXPORT, { recursive: true });
+});
