@@ -14,8 +14,11 @@ fi
 # docker.io: the engine (Debian's, since no container registry is reachable);
 # s3fs + fuse3: the FUSE client the integration tests drive directly;
 # debootstrap: builds the plugin rootfs; docker-registry: distribution tests;
-# busybox-static: the one-binary image test containers run.
-packages=(docker.io s3fs fuse3 util-linux e2fsprogs xfsprogs debootstrap docker-registry busybox-static ca-certificates curl)
+# busybox-static: the one-binary image test containers run;
+# qemu-system-x86: the guest kernel with NFS that the NAS tests run in (scripts/nfs-guest.sh;
+# this machine's kernel has no NFS), which also fetches its kernel package with apt-get download.
+packages=(docker.io s3fs fuse3 util-linux e2fsprogs xfsprogs debootstrap docker-registry busybox-static ca-certificates curl
+          qemu-system-x86)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -89,16 +90,20 @@ describe('nas mount arguments', () => {
 describe('nas preconditions', () => {
   const here: HostNamespace = { pid: undefined, run: async () => '', hostPath: async (p) => p };
 
-  it('accept a kernel that lists nfs, and name the kernel when it has none', async () => {
+  it('accept a kernel that lists nfs or has the module, and name the kernel when it has neither', async () => {
     const t = await tempDir();
     try {
-      const fs = path.join(t.dir, 'filesystems');
-      await writeFile(fs, 'nodev\tsysfs\nnodev\tnfs\nnodev\tnfs4\n\text4\n');
-      await requireNfsSupport(here, '3', fs);
-      await requireNfsSupport(here, '4.1', fs);
-      await writeFile(fs, 'nodev\tsysfs\n\text4\nfuseblk\n');
-      // This machine's own kernel has no NFS modules either (platform.md), so the module check fails too.
-      await assert.rejects(requireNfsSupport(here, '3', fs), /host kernel \(.+\) has no NFS support: 'nfs' is not in \/proc\/filesystems/);
+      const where = { filesystems: path.join(t.dir, 'filesystems'), hostRoot: path.join(t.dir, 'host') };
+      await writeFile(where.filesystems, 'nodev\tsysfs\nnodev\tnfs\nnodev\tnfs4\n\text4\n');
+      await requireNfsSupport(here, '3', where);
+      await requireNfsSupport(here, '4.1', where);
+      await writeFile(where.filesystems, 'nodev\tsysfs\n\text4\nfuseblk\n');
+      await assert.rejects(requireNfsSupport(here, '3', where), /host kernel \(.+\) has no NFS support: 'nfs' is not in \/proc\/filesystems/);
+      await assert.rejects(requireNfsSupport(here, '4.0', where), /'nfs4' is not in \/proc\/filesystems and no nfs module is installed/);
+      const modules = path.join(where.hostRoot, 'lib/modules', os.release(), 'kernel/fs/nfs');
+      await mkdir(modules, { recursive: true });
+      await writeFile(path.join(modules, 'nfs.ko.xz'), '');
+      await requireNfsSupport(here, '4.1', where); // the kernel loads it on the first mount
     } finally {
       await t.cleanup();
     }

@@ -23,14 +23,19 @@ class MissingPathError extends BackendError {}
  * trying. The type counts as available when registered, or when the nfs module is installed
  * (the kernel loads it on the first mount).
  */
-export async function requireNfsSupport(ns: HostNamespace, vers: NfsVersion, procFilesystems = '/proc/filesystems'): Promise<void> {
+export async function requireNfsSupport(
+  ns: HostNamespace,
+  vers: NfsVersion,
+  // Where to look; tests point these at files of their own.
+  where = { filesystems: '/proc/filesystems', hostRoot: ns.pid === undefined ? '' : `/proc/${ns.pid}/root` },
+): Promise<void> {
   const fsType = vers === '3' ? 'nfs' : 'nfs4';
-  const registered = (await readFile(procFilesystems, 'utf8').catch(() => ''))
+  const registered = (await readFile(where.filesystems, 'utf8').catch(() => ''))
     .split('\n')
     .some((line) => line.split('\t').pop()?.trim() === fsType);
   if (registered) return;
   const release = os.release();
-  const moduleDir = `${ns.pid === undefined ? '' : `/proc/${ns.pid}/root`}/lib/modules/${release}/kernel/fs/nfs`;
+  const moduleDir = `${where.hostRoot}/lib/modules/${release}/kernel/fs/nfs`;
   const modules = await readdir(moduleDir).catch(() => [] as string[]);
   if (modules.some((f) => /^nfs\.ko(\.|$)/.test(f))) return;
   throw new BackendError(

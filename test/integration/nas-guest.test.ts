@@ -1,0 +1,55 @@
+// Real NFS for the NAS volume type. This machine's kernel has no NFS, so scripts/nfs-guest.sh
+// boots a Debian kernel that has it under qemu, with an NFS server on the guest's loopback, and
+// runs test/guest/nas.test.ts there against the real program. Each guest test is reported here
+// as a test of its own, so a failure names the case.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { execa } from 'execa';
+import { rootSkipReason } from '../helpers/env.js';
+import { REPO_ROOT } from '../helpers/plugin-process.js';
+
+interface GuestResult {
+  name: string;
+  ok: boolean;
+  skipped: boolean;
+  detail: string;
+}
+
+/** The leaf results of a TAP stream from node's test runner (suites are reported as their tests). */
+export function parseTap(tap: string): GuestResult[] {
+  const lines = tap.split('\n');
+  const results: GuestResult[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^(\s*)(not ok|ok) \d+ - (.*?)(\s+#\s*(SKIP|TODO).*)?$/.exec(lines[i]!);
+    if (!m) continue;
+    // A suite's block says `type: 'suite'`; its tests were already listed above it.
+    const block: string[] = [];
+    for (let j = i + 1; j < lines.length && !/^\s*(not ok|ok) \d+ - /.test(lines[j]!) && !/^\s*# Subtest/.test(lines[j]!); j++) block.push(lines[j]!);
+    if (block.some((l) => /type: 'suite'/.test(l))) continue;
+    results.push({ name: m[3]!, ok: m[2] === 'ok', skipped: !!m[5], detail: block.join('\n') });
+  }
+  return results;
+}
+
+describe('NAS volumes in an NFS guest kernel (qemu)', { skip: rootSkipReason(), timeout: 45 * 60_000 }, () => {
+  it('runs the NAS suite against a real NFS server', async (t) => {
+    const t0 = Date.now();
+    const r = await execa(
+      'bash',
+      [path.join(REPO_ROOT, 'scripts/nfs-guest.sh'), 'env', 'OSSNAS_NFS_GUEST=1', 'node', '--import', 'tsx', '--test', '--test-reporter=tap', 'test/guest/nas.test.ts'],
+      { reject: false, all: true, cwd: REPO_ROOT, timeout: 40 * 60_000 },
+    );
+    const output = String(r.all ?? '');
+    t.diagnostic(`guest run: ${((Date.now() - t0) / 1000).toFixed(1)} s, exit ${r.exitCode}`);
+    const results = parseTap(output);
+    for (const res of results) {
+      await t.test(res.name, { skip: res.skipped }, () => {
+        if (!res.ok) assert.fail(`in the guest:\n${res.detail}`);
+      });
+    }
+    const passed = results.filter((x) => x.ok && !x.skipped).length;
+    assert.ok(passed >= 8, `expected the guest suite to run (at least 8 passing tests), got ${passed}; output:\n${output.slice(-6000)}`);
+    assert.equal(r.exitCode, 0, `the guest run failed; output:\n${output.slice(-6000)}`);
+  });
+});
