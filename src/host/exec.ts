@@ -19,19 +19,37 @@ export interface RunOptions {
   env?: Record<string, string>;
 }
 
-/** Runs a command to completion; throws CommandError carrying the command's own stderr. */
+/** How long to wait for a killed child to go away before giving up on it. */
+const EXIT_GRACE_MS = 1000;
+
+/**
+ * Runs a command to completion; throws CommandError carrying the command's own stderr. At the
+ * deadline the child is killed, and we stop waiting for it a moment later even if it has not
+ * gone: a umount or mount blocked in the kernel on a dead NFS server ignores SIGKILL for minutes
+ * (measured: 6 min for an NFS v4.1 umount), and no caller may hang with it.
+ */
 export async function run(command: string, args: string[], opts: RunOptions = {}): Promise<string> {
-  const result = await execa(command, args, {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const child = execa(command, args, {
     reject: false,
     stdin: 'ignore',
-    timeout: opts.timeoutMs ?? 10_000,
+    timeout: timeoutMs,
     killSignal: 'SIGKILL',
     ...(opts.env ? { env: opts.env, extendEnv: false } : {}),
   });
+  let timer: NodeJS.Timeout | undefined;
+  const abandoned = new Promise<'abandoned'>((resolve) => {
+    timer = setTimeout(() => resolve('abandoned'), timeoutMs + EXIT_GRACE_MS);
+  });
+  const result = await Promise.race([child, abandoned]).finally(() => clearTimeout(timer));
+  if (result === 'abandoned') {
+    child.kill('SIGKILL');
+    throw new CommandError(`${command} timed out after ${timeoutMs} ms and is stuck in the kernel (pid ${child.pid ?? '?'}); no longer waiting for it`, undefined, '');
+  }
   if (result.exitCode === 0 && !result.failed) return result.stdout;
   const said = scrub(String(result.stderr || result.stdout || '').trim(), opts.secrets ?? []);
   const why = result.timedOut
-    ? `timed out after ${opts.timeoutMs ?? 10_000} ms`
+    ? `timed out after ${timeoutMs} ms`
     : result.exitCode !== undefined
       ? `exited with code ${result.exitCode}`
       : `failed (${result.signal ?? result.code ?? 'unknown'})`;

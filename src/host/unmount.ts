@@ -1,7 +1,8 @@
 // Unmounting without hanging. A plain umount of an NFS mount whose server is gone can block for
 // minutes (util-linux resolves the path first, and the kernel flushes dirty pages), so every
-// step has a deadline and falls back: plain, then forced (-f aborts pending NFS calls), then
-// lazy (-l detaches it from the tree at once; the kernel frees it when the last user leaves).
+// step has a deadline and falls back: plain, then forced (-f aborts pending NFS calls; only for a
+// server known to be gone), then lazy (-l detaches it from the tree at once; the kernel finishes
+// and frees it when the last user leaves).
 import { run } from './exec.js';
 import type { HostNamespace } from './hostns.js';
 import { findMount, readMounts } from './mountinfo.js';
@@ -19,20 +20,32 @@ async function mountedInHost(ns: HostNamespace, hostTarget: string): Promise<boo
   return (await readMounts(table)).some((m) => m.mountPoint === hostTarget);
 }
 
+export interface KernelUnmountOptions {
+  /** how long the plain umount may take */
+  plainMs?: number;
+  /**
+   * Whether `umount -f` may be tried before `umount -l`: only when the server is known to be gone.
+   * -f aborts the requests in flight (writes not yet on the server are lost, as they would be
+   * anyway); -l detaches the mount and lets the kernel finish flushing when it can.
+   */
+  force?: boolean;
+}
+
 /**
- * Unmounts a kernel mount in the host namespace: plain within `plainMs`, then `umount -f`, then
- * `umount -l`. Callers only get here when no container uses the mount any more. Resolves with
- * the step that worked; throws with umount's own words if the mount is still there after all three.
+ * Unmounts a kernel mount in the host namespace: plain within `plainMs`, then (if `force`)
+ * `umount -f`, then `umount -l`. Callers only get here when no container uses the mount any
+ * more. Resolves with the step that worked; throws with umount's own words if the mount is
+ * still there after all of them.
  */
-export async function unmountKernelMount(ns: HostNamespace, hostTarget: string, plainMs = 10_000): Promise<UnmountOutcome> {
+export async function unmountKernelMount(ns: HostNamespace, hostTarget: string, opts: KernelUnmountOptions = {}): Promise<UnmountOutcome> {
   const steps: Array<[UnmountOutcome, string[], number]> = [
-    ['unmounted', ['-c', hostTarget], plainMs],
-    ['forced', ['-f', '-c', hostTarget], 5000],
+    ['unmounted', ['-c', hostTarget], opts.plainMs ?? 10_000],
+    ...(opts.force ? [['forced', ['-f', '-c', hostTarget], 5000] as [UnmountOutcome, string[], number]] : []),
     ['detached', ['-l', '-c', hostTarget], 5000],
   ];
   const said: string[] = [];
   for (const [outcome, args, timeoutMs] of steps) {
-    if (!(await mountedInHost(ns, hostTarget))) return outcome === 'unmounted' ? outcome : 'unmounted';
+    if (!(await mountedInHost(ns, hostTarget))) return 'unmounted';
     try {
       await ns.run('umount', args, { timeoutMs });
       if (!(await mountedInHost(ns, hostTarget))) return outcome;

@@ -7,30 +7,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import { rootSkipReason } from '../helpers/env.js';
+import { parseTap } from '../helpers/tap.js';
 import { REPO_ROOT } from '../helpers/plugin-process.js';
-
-interface GuestResult {
-  name: string;
-  ok: boolean;
-  skipped: boolean;
-  detail: string;
-}
-
-/** The leaf results of a TAP stream from node's test runner (suites are reported as their tests). */
-export function parseTap(tap: string): GuestResult[] {
-  const lines = tap.split('\n');
-  const results: GuestResult[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^(\s*)(not ok|ok) \d+ - (.*?)(\s+#\s*(SKIP|TODO).*)?$/.exec(lines[i]!);
-    if (!m) continue;
-    // A suite's block says `type: 'suite'`; its tests were already listed above it.
-    const block: string[] = [];
-    for (let j = i + 1; j < lines.length && !/^\s*(not ok|ok) \d+ - /.test(lines[j]!) && !/^\s*# Subtest/.test(lines[j]!); j++) block.push(lines[j]!);
-    if (block.some((l) => /type: 'suite'/.test(l))) continue;
-    results.push({ name: m[3]!, ok: m[2] === 'ok', skipped: !!m[5], detail: block.join('\n') });
-  }
-  return results;
-}
 
 describe('NAS volumes in an NFS guest kernel (qemu)', { skip: rootSkipReason(), timeout: 45 * 60_000 }, () => {
   it('runs the NAS suite against a real NFS server', async (t) => {

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { REDACTED, scrub } from '../../src/redact.js';
 import { DEFAULTS, loadSettings } from '../../src/settings.js';
+import { parseTap } from '../helpers/tap.js';
 
 describe('mount table', () => {
   it('parses mountinfo lines, optional fields and octal escapes', () => {
@@ -40,5 +41,33 @@ describe('settings', () => {
     assert.throws(() => loadSettings({ OSSNAS_HOST_PID: 'init' }), /OSSNAS_HOST_PID must be 'auto' or a process id/);
     assert.throws(() => loadSettings({ LOG_LEVEL: 'loud' }), /LOG_LEVEL must be one of/);
     assert.throws(() => loadSettings({ OSSNAS_MOUNT_TIMEOUT: '0' }), /OSSNAS_MOUNT_TIMEOUT must be seconds/);
+  });
+});
+
+describe('TAP from a run elsewhere', () => {
+  it('gives the leaf tests with their outcome and details, not the suites', () => {
+    const tap = [
+      '# Subtest: suite',
+      '    # Subtest: works',
+      '    ok 1 - works',
+      '      ---',
+      '      duration_ms: 3',
+      '      ...',
+      '    # Subtest: breaks',
+      '    not ok 2 - breaks',
+      '      ---',
+      "      error: 'expected 1, got 2'",
+      '      ...',
+      '    # Subtest: later',
+      '    ok 3 - later # SKIP not here',
+      '    1..3',
+      'not ok 1 - suite',
+      '  ---',
+      "  type: 'suite'",
+      '  ...',
+    ].join('\n');
+    const r = parseTap(tap);
+    assert.deepEqual(r.map((x) => [x.name, x.ok, x.skipped]), [['works', true, false], ['breaks', false, false], ['later', true, true]]);
+    assert.match(r[1]!.detail, /expected 1, got 2/);
   });
 });

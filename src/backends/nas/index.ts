@@ -126,7 +126,7 @@ export class NasBackend implements Backend {
       try {
         await ns.run('chmod', [spec.mode, hostTarget], { timeoutMs: left() });
       } catch (err) {
-        await unmountKernelMount(ns, hostTarget, 5000).catch(() => undefined);
+        await unmountKernelMount(ns, hostTarget, { plainMs: 5000 }).catch(() => undefined);
         throw new BackendError(`mounted ${nfsSource(spec)}, but could not set mode ${spec.mode} on it: ${(err as Error).message}`);
       }
     }
@@ -150,7 +150,7 @@ export class NasBackend implements Backend {
     const setup = path.join(ctx.settings.mountRoot, '.ossnas-setup', name);
     await ensureDir(setup, 0o700);
     const hostSetup = await ns.hostPath(setup);
-    await unmountKernelMount(ns, hostSetup, 2000).catch(() => undefined); // left by a crash mid-setup
+    await unmountKernelMount(ns, hostSetup, { plainMs: 2000 }).catch(() => undefined); // left by a crash mid-setup
 
     try {
       await this.createUnder(name, spec, ctx, ns, hostSetup, mountAt, left);
@@ -185,7 +185,7 @@ export class NasBackend implements Backend {
       } catch (err) {
         throw new BackendError(`${nfsSource(spec)} does not exist and could not be created: ${(err as Error).message}`);
       } finally {
-        await unmountKernelMount(ns, hostSetup, 5000).catch((err) =>
+        await unmountKernelMount(ns, hostSetup, { plainMs: 5000 }).catch((err) =>
           ctx.log.warn({ volume: name, err: (err as Error).message }, 'could not unmount the sub-path setup mount'),
         );
       }
@@ -193,11 +193,18 @@ export class NasBackend implements Backend {
     throw new BackendError(`${nfsSource(spec)} does not exist, and the server would not mount any parent of it to create it`);
   }
 
-  async unmount(name: string, _options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+  async unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+    const spec = toSpec(options);
     try {
       const ns = await ctx.hostNamespace();
-      const how = await unmountKernelMount(ns, await ns.hostPath(target));
-      if (how !== 'unmounted') ctx.log.warn({ volume: name, how }, 'NFS server did not answer; the mount was detached without it');
+      // A server that answers gets time to take the last writes; one that is gone cannot, so
+      // its requests are aborted rather than waited for.
+      const gone = await resolveHost(spec.server, 2000)
+        .then((address) => probeTcp(address, nfsPort(spec), 2000))
+        .then(() => false, () => true);
+      const how = await unmountKernelMount(ns, await ns.hostPath(target), gone ? { plainMs: 2000, force: true } : { plainMs: 15_000 });
+      if (how === 'unmounted') ctx.log.debug({ volume: name, how, serverGone: gone }, 'NFS mount unmounted');
+      else ctx.log.warn({ volume: name, how, serverGone: gone }, 'the NFS mount did not unmount cleanly; it was detached');
     } catch (err) {
       throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
     }
