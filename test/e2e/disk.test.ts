@@ -1,8 +1,9 @@
-// Disk volumes in the real plugin under dockerd: kernel loop mounts made in the host's mount
-// namespace through nsenter, so they survive the plugin process. Needs root and dockerd.
+// Kernel-mount volumes in the real plugin under dockerd: disk (loop) mounts made in the host's mount
+// namespace through nsenter, so they survive the plugin process, and NAS on this NFS-less kernel.
+// Needs root and dockerd.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { truncate, writeFile } from 'node:fs/promises';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { after, before, describe, it } from 'node:test';
@@ -104,5 +105,16 @@ describe('disk volumes in the managed plugin', { skip: rootSkipReason(), timeout
     const bad = await dockerResult(['volume', 'create', '-d', PLUGIN, '-o', 'type=disk', '-o', 'device=/dev/null', `${VOL}-bad`]);
     assert.notEqual(bad.exitCode, 0);
     assert.match(bad.stderr, /device \/dev\/null is not a block device/);
+  });
+
+  it('a NAS volume on a host kernel without NFS: docker run fails with the plugin\'s own message, nothing mounted', async (t) => {
+    if (/\tnfs4?$/m.test(await readFile('/proc/filesystems', 'utf8'))) return t.skip('this kernel has NFS; the guest tests cover it');
+    const vol = `${VOL}-nas`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=nas', '-o', 'server=127.0.0.1', '-o', 'path=/export', vol]);
+    const r = await dockerResult(['run', '--rm', '--mount', `type=volume,src=${vol},dst=/data,volume-driver=${PLUGIN}`, TEST_IMAGE, 'true']);
+    assert.notEqual(r.exitCode, 0);
+    assert.match(r.stderr, /the host kernel \(.+\) has no NFS support: 'nfs' is not in \/proc\/filesystems/);
+    assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, vol)), false);
+    await docker(['volume', 'rm', vol]);
   });
 });
