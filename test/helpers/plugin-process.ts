@@ -53,6 +53,7 @@ export async function startPlugin(dir: string, env: Record<string, string> = {})
       OSSNAS_CREDENTIALS_DIR: credentialsDir,
       OSSNAS_RUN_DIR: runDir,
       LOG_LEVEL: 'debug',
+      UV_THREADPOOL_SIZE: '64', // as config.json sets it
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
