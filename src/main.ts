@@ -61,6 +61,12 @@ async function main(): Promise<void> {
   }
   ready.resolve(driver);
   log.info({ volumes: driver.list().length }, 'state loaded');
+  // In the background: calls are answered meanwhile (a held volume's Mount waits for its repair).
+  void driver.restore().then((r) => {
+    const held = r.adopted.length + r.remounted.length + r.failed.length;
+    const counts = { adopted: r.adopted.length, remounted: r.remounted.length, failed: r.failed.length, ms: r.ms };
+    if (held) log.info({ ...counts, failedVolumes: r.failed.slice(0, 20) }, 'mounts of held volumes restored after start');
+  });
 
   installStopHandlers(server, driver, log);
 }
@@ -76,6 +82,7 @@ function installStopHandlers(server: http.Server, driver: VolumeDriver, log: Log
       process.exit(0);
     }, STOP_DEADLINE_MS);
     force.unref();
+    driver.close();
     server.close(() => {
       void driver.flush().finally(() => process.exit(0));
     });

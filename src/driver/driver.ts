@@ -36,9 +36,23 @@ export interface DriverHost {
   probe(path: string): Promise<string | undefined>;
 }
 
+/** What a restore after start found, by volume name. */
+export interface RestoreReport {
+  adopted: string[];
+  remounted: string[];
+  failed: string[];
+  ms: number;
+}
+
+/** Backoff for repairs that failed: 2 s, 4 s, ... up to a minute. */
+const FIRST_RETRY_MS = 2000;
+const MAX_RETRY_MS = 60_000;
+
 export class VolumeDriver {
   private readonly lock = new KeyedMutex();
   private readonly ctx: BackendContext;
+  private readonly retries = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   private constructor(
     private readonly settings: Settings,
@@ -274,15 +288,88 @@ export class VolumeDriver {
     return message;
   }
 
-  /** A backend reports that a mount stopped serving by itself. */
+  /** A backend reports that a mount stopped serving by itself: record it, and repair it if held. */
   private mountLost(name: string, reason: string): void {
-    void this.lock.run(name, async () => {
+    void this.lock
+      .run(name, async () => {
+        const v = this.find(name);
+        if (!v) return;
+        v.mounted = false; // the next Mount replaces it, if the repair has not by then
+        const message = await this.recordError(v, `mount lost: ${reason}`);
+        this.log.warn({ volume: name, reason: message, refs: refCount(v) }, 'mount lost');
+      })
+      .then(() => this.repair(name));
+  }
+
+  /**
+   * After a start: every volume that containers still hold is made to serve again, with at most
+   * `concurrency` at a time. Healthy mounts (kernel mounts survive us) are adopted; dead or missing
+   * ones are mounted again; failures stay in Status and are retried with backoff. Calls are
+   * answered meanwhile: each volume is repaired under its own lock, like any Mount.
+   */
+  async restore(concurrency = 8): Promise<RestoreReport> {
+    const t0 = performance.now();
+    const held = Object.values(this.db.data.volumes)
+      .filter((v) => refCount(v) > 0)
+      .map((v) => v.name);
+    const report: RestoreReport = { adopted: [], remounted: [], failed: [], ms: 0 };
+    let next = 0;
+    const worker = async () => {
+      while (next < held.length) {
+        const name = held[next++]!;
+        const outcome = await this.repair(name);
+        if (outcome !== 'released') report[outcome].push(name);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, held.length) }, worker));
+    report.ms = Math.round(performance.now() - t0);
+    return report;
+  }
+
+  /** Makes a held volume serve: adopt a healthy mount, or replace a dead or missing one. */
+  private async repair(name: string, attempt = 0): Promise<'adopted' | 'remounted' | 'failed' | 'released'> {
+    const outcome = await this.lock.run(name, async () => {
       const v = this.find(name);
-      if (!v) return;
-      v.mounted = false; // the next Mount replaces it
-      const message = await this.recordError(v, `mount lost: ${reason}`);
-      this.log.warn({ volume: name, reason: message }, 'mount lost');
+      if (!v || refCount(v) === 0) return 'released' as const; // nobody needs it any more
+      const target = this.mountpoint(name);
+      if ((await this.host.isMountpoint(target)) && (await this.host.probe(target)) === undefined) {
+        if (!v.mounted) {
+          v.mounted = true;
+          delete v.lastError;
+          await this.db.write();
+        }
+        return 'adopted' as const;
+      }
+      try {
+        await this.mountBackend(v, target);
+        await this.db.write();
+        this.log.info({ volume: name, attempt }, 'mount restored');
+        return 'remounted' as const;
+      } catch (err) {
+        this.log.warn({ volume: name, attempt, err: (err as Error).message }, 'mount not restored; will retry');
+        return 'failed' as const;
+      }
     });
+    if (outcome === 'failed') this.retryLater(name, attempt + 1);
+    return outcome;
+  }
+
+  private retryLater(name: string, attempt: number): void {
+    if (this.closed) return;
+    const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(attempt - 1, 10));
+    const timer = setTimeout(() => {
+      this.retries.delete(timer);
+      void this.repair(name, attempt);
+    }, delay);
+    timer.unref();
+    this.retries.add(timer);
+  }
+
+  /** Stops retrying repairs (at shutdown, and when tests are done with a driver). */
+  close(): void {
+    this.closed = true;
+    for (const t of this.retries) clearTimeout(t);
+    this.retries.clear();
   }
 
   /** Waits for queued state writes; used at shutdown. */

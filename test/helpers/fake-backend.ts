@@ -1,7 +1,7 @@
 // A test double for the backend layer: records calls, can be told to fail or to be slow, and
 // keeps its own "mount table" that the driver's host double reads.
 import { OptionsError } from '../../src/backends/options.js';
-import { BackendError, type Backend, type VolumeOptions } from '../../src/backends/types.js';
+import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../../src/backends/types.js';
 
 export class FakeBackend implements Backend {
   readonly type = 'fake';
@@ -11,6 +11,9 @@ export class FakeBackend implements Backend {
   readonly dead = new Set<string>();
   readonly calls: string[] = [];
   failNextUnmount = false;
+  /** How many of the next mounts fail (a backend that is down for a while). */
+  failNextMounts = 0;
+  private ctx: BackendContext | undefined;
 
   parse(options: Record<string, string>): VolumeOptions {
     const out: Record<string, string> = {};
@@ -29,9 +32,14 @@ export class FakeBackend implements Backend {
     return { target: options.target };
   }
 
-  async mount(name: string, options: VolumeOptions, target: string): Promise<void> {
+  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
     this.calls.push(`mount ${name}`);
+    this.ctx = ctx;
     if (options.delayMs) await new Promise((r) => setTimeout(r, Number(options.delayMs)));
+    if (this.failNextMounts > 0) {
+      this.failNextMounts--;
+      throw new BackendError(`fake server ${options.target} is down`);
+    }
     if (options.fail) throw new BackendError(`fake client said: cannot reach ${options.target} with key ${options.akSecret}`);
     this.mounted.add(target);
     this.dead.delete(target);
@@ -44,5 +52,11 @@ export class FakeBackend implements Backend {
       throw new BackendError(`umount: ${target}: target is busy`);
     }
     this.mounted.delete(target);
+  }
+
+  /** The client of a mount dies by itself, as a killed s3fs does: the mount stays, dead. */
+  loseMount(name: string, target: string): void {
+    this.dead.add(target);
+    this.ctx?.onMountLost(name, 'fake client was killed by SIGKILL');
   }
 }

@@ -154,24 +154,30 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.equal(await s3fsCommandLine(path.join(plugin.mountRoot, 'dead')), '');
   });
 
-  it('a dead FUSE client is noticed: Status says so and the next Mount mounts again', async () => {
+  it('a dead FUSE client is noticed and repaired while containers hold the volume', async () => {
     await call('Create', { Name: 'crash', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
     const mp = String((await call('Mount', { Name: 'crash', ID: ID(1) })).json.Mountpoint);
-    process.kill(s3fsPid(await s3fsCommandLineWithPid(mp)), 'SIGKILL');
+    const firstPid = s3fsPid(await s3fsCommandLineWithPid(mp));
+    process.kill(firstPid, 'SIGKILL');
+    // No new Mount: the plugin notices the exit and mounts the bucket again by itself.
     await waitUntil(async () => {
+      const line = await s3fsCommandLineWithPid(mp);
       const st = ((await call('Get', { Name: 'crash' })).json.Volume as { Status: Record<string, unknown> }).Status;
-      return st.health === 'error' && /mount lost: s3fs was killed by SIGKILL/.test(String(st.lastError));
+      return line !== '' && s3fsPid(line) !== firstPid && st.health === 'ok';
     });
-    await assert.rejects(readFile(path.join(mp, 'hello.txt')), /ENOTCONN/);
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n');
+    assert.match(plugin.output(), /"volume":"crash","reason":"mount lost: s3fs was killed by SIGKILL/);
+    const st = ((await call('Get', { Name: 'crash' })).json.Volume as { Status: Record<string, unknown> }).Status;
+    assert.deepEqual([st.health, st.mounted, st.refs], ['ok', true, 1]);
     const r = await call('Mount', { Name: 'crash', ID: ID(2) });
     assert.equal(r.status, 200, r.text);
-    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n');
+    assert.equal((await readMounts()).filter((m) => m.mountPoint === mp).length, 1, 'shared, not mounted twice');
     await call('Unmount', { Name: 'crash', ID: ID(1) });
     await call('Unmount', { Name: 'crash', ID: ID(2) });
     assert.equal(await fuseMountAt(mp), undefined);
   });
 
-  it('a mount that died while the plugin was down is replaced, not handed to a new container', async () => {
+  it('a mount that died while the plugin was down is restored at start, before any new Mount', async () => {
     await call('Create', { Name: 'stale', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
     const mp = String((await call('Mount', { Name: 'stale', ID: ID(1) })).json.Mountpoint);
     await plugin.stop();
@@ -179,6 +185,9 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     await waitUntil(async () => (await s3fsCommandLine(mp)) === '');
     assert.ok(await fuseMountAt(mp), 'the dead mount stays in the table');
     plugin = await startPlugin(plugin.dir, { OSSNAS_MOUNT_TIMEOUT: '6' });
+    await waitUntil(async () => /mounts of held volumes restored after start/.test(plugin.output()));
+    assert.match(plugin.output(), /"adopted":0,"remounted":1,"failed":0/);
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n', 'serves with no new Mount');
     const r = await call('Mount', { Name: 'stale', ID: ID(2) });
     assert.equal(r.status, 200, r.text);
     assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n');

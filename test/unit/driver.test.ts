@@ -186,3 +186,68 @@ describe('reusing a mount', () => {
     assert.equal(fake.calls.length, 3);
   });
 });
+
+describe('restore after a start', () => {
+  const until = async (cond: () => boolean, ms = 5000) => {
+    const t0 = Date.now();
+    while (!cond()) {
+      if (Date.now() - t0 > ms) throw new Error('condition not reached');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it('adopts healthy mounts, mounts missing or dead ones again, and leaves unheld volumes alone', async () => {
+    const { driver, dir, settings } = await setup();
+    for (const n of ['kernel', 'fuse', 'dead', 'idle']) await driver.create(n, opts);
+    await driver.mount('kernel', 'A');
+    await driver.mount('fuse', 'B');
+    await driver.mount('dead', 'C');
+    await driver.mount('idle', 'D');
+    await driver.unmount('idle', 'D');
+    driver.close();
+
+    // The process restarts: the kernel mount survived, the FUSE mount vanished, one stayed but dead.
+    const fake2 = new FakeBackend();
+    fake2.mounted.add(path.join(settings.mountRoot, 'kernel'));
+    fake2.mounted.add(path.join(settings.mountRoot, 'dead'));
+    fake2.dead.add(path.join(settings.mountRoot, 'dead'));
+    const { driver: again } = await fakeDriver(dir, fake2);
+    const report = await again.restore();
+    assert.deepEqual([report.adopted, report.remounted.sort(), report.failed], [['kernel'], ['dead', 'fuse'], []]);
+    assert.deepEqual(fake2.calls.sort(), ['mount dead', 'mount fuse', 'unmount dead']);
+    assert.deepEqual(['kernel', 'fuse', 'dead', 'idle'].map((n) => again.get(n).Status?.refs), [1, 1, 1, 0]);
+    assert.equal(again.get('idle').Status?.mounted, false);
+    // Docker's next Unmount of each ID unmounts exactly once.
+    await again.unmount('fuse', 'B');
+    assert.equal(fake2.mounted.has(path.join(settings.mountRoot, 'fuse')), false);
+    again.close();
+  });
+
+  it('keeps a volume whose backend is down listed with the error, and retries until it serves', async () => {
+    const { driver, dir } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    driver.close();
+    const fake2 = new FakeBackend();
+    fake2.failNextMounts = 1;
+    const { driver: again } = await fakeDriver(dir, fake2);
+    const report = await again.restore();
+    assert.deepEqual(report.failed, ['v']);
+    assert.match(String(again.get('v').Status?.lastError), /fake server bucket-a is down/);
+    assert.equal(again.list().length, 1);
+    await until(() => again.get('v').Status?.mounted === true); // the first retry comes after 2 s
+    assert.equal(again.get('v').Status?.health, 'ok');
+    again.close();
+  });
+
+  it('repairs a mount whose client died while containers hold it', async () => {
+    const { driver, fake, settings } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    fake.loseMount('v', path.join(settings.mountRoot, 'v'));
+    await until(() => fake.calls.length === 3);
+    assert.deepEqual(fake.calls, ['mount v', 'unmount v', 'mount v']);
+    assert.equal(driver.get('v').Status?.mounted, true);
+    driver.close();
+  });
+});
