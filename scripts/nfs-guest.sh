@@ -9,9 +9,9 @@
 # Usage:  scripts/nfs-guest.sh [--] COMMAND [ARG...]        (as root, from any directory)
 #
 #   COMMAND runs in /ossnas inside the guest, where the repo's package.json, tsconfig*.json,
-#   src/, test/, node_modules/ and dist/ (if present) are; the host's node binary is at
-#   /usr/local/bin/node. Its stdout and stderr (merged, and not a TTY) stream to this script's
-#   stdout; this script exits with COMMAND's exit code.
+#   scripts/, src/, test/, node_modules/ and dist/ (if present) are; the host's node binary is
+#   at /usr/local/bin/node. Its stdout and stderr (merged, and not a TTY) stream to this
+#   script's stdout; this script exits with COMMAND's exit code.
 #
 #   Inside the guest, before COMMAND starts:
 #     - 127.0.0.1:/srv/nfs is exported (rw,sync,no_subtree_check,no_root_squash,insecure) and
@@ -21,6 +21,11 @@
 #       no fsid=0 pseudo-root).
 #     - `/usr/local/sbin/ossnas-nfsd stop` stops serving (no nfsd threads: connections to port
 #       2049 are refused); `/usr/local/sbin/ossnas-nfsd start` serves the same exports again.
+#     - Debian's docker.io (dockerd, the docker CLI, containerd, runc) is installed but not
+#       running, and no cgroup filesystem is mounted: a test that needs dockerd mounts cgroup2 at
+#       /sys/fs/cgroup and starts dockerd itself (test/guest/nas-docker.test.ts shows the flags
+#       that work here: no network, so --bridge=none --iptables=false, and overlay2 after
+#       `modprobe overlay`). No image can be pulled: scripts/busybox-image.sh makes one.
 #
 # Env:    NFS_GUEST_TIMEOUT=SECONDS  give up (and kill qemu) if COMMAND has not finished by then,
 #                                    counted from qemu's start (default 900)
@@ -34,10 +39,11 @@
 # Host packages needed: qemu-system-x86, debootstrap, e2fsprogs, apt, dpkg, coreutils,
 # util-linux, and a node binary (the host's `node`, glibc-based, e.g. bookworm's or NodeSource's).
 #
-# The slow part (kernel download, debootstrap, apt: 1.5 minutes here) is cached under
-# <repo>/.cache/nfs-guest-<key>/, the key being a hash of this script and the kernel package's
-# name and version. Each run then only assembles a fresh ext4 image (a few seconds) and boots it.
-# The last run's whole serial console is kept in <repo>/.cache/nfs-guest-last-console.log.
+# The slow part (kernel download, debootstrap, apt: 1.5 to 2.5 minutes here, docker.io
+# included) is cached under <repo>/.cache/nfs-guest-<key>/, the key being a hash of this script
+# and the kernel package's name and version. Each run then only assembles a fresh ext4 image (a
+# few seconds) and boots it. The last run's whole serial console is kept in
+# <repo>/.cache/nfs-guest-last-console.log.
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------------------
@@ -53,12 +59,16 @@ KERNEL_META=linux-image-cloud-amd64
 # nfs-kernel-server brings nfs-common (mount.nfs, rpc.statd) and rpcbind. busybox-static is the
 # whole userland of the initramfs (virtio_blk is a module in this kernel, so something has to
 # load it before the root can be mounted) and provides poweroff, which minbase lacks. tini is
-# PID 1 (see the guest init).
+# PID 1 (see the guest init). docker.io: a real dockerd for the tests that run containers on NAS
+# volumes (test/guest/nas-docker.test.ts); it brings containerd, runc and iptables (a hard
+# dependency, unused: those tests start dockerd with --iptables=false). Nothing starts it: a test
+# starts it when it needs it.
 GUEST_PACKAGES=(nfs-kernel-server nfs-common rpcbind util-linux mount kmod iproute2 procps
-                e2fsprogs busybox-static tini)
+                e2fsprogs busybox-static tini docker.io)
 # Repo entries copied to /ossnas (when present; globs are expanded in the repo). Not .git, .cache
-# or plugin/: large, and no test reads them.
-REPO_ENTRIES=('package.json' 'tsconfig*.json' 'src' 'test' 'node_modules' 'dist')
+# or plugin/: large, and no test reads them. scripts: the docker tests import their busybox
+# image with scripts/busybox-image.sh.
+REPO_ENTRIES=('package.json' 'tsconfig*.json' 'scripts' 'src' 'test' 'node_modules' 'dist')
 
 TIMEOUT=${NFS_GUEST_TIMEOUT:-900}
 VERBOSE=${NFS_GUEST_VERBOSE:-0}

@@ -305,6 +305,20 @@ export async function processesWith(needle: string, file: 'cmdline' | 'environ' 
   return hits;
 }
 
+/** The plugin's node process: the one whose cgroup names the plugin's id. */
+export async function pluginPid(id: string): Promise<number | undefined> {
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const [cmdline, cgroup] = await Promise.all([
+      readFile(`/proc/${e}/cmdline`, 'latin1').catch(() => ''),
+      readFile(`/proc/${e}/cgroup`, 'latin1').catch(() => ''),
+    ]);
+    // argv[0] is node (tini, its parent, has the same words in its command line).
+    if (cmdline.split('\0')[0]!.endsWith('/node') && cmdline.includes('/app/dist/main.js') && cgroup.includes(id)) return Number(e);
+  }
+  return undefined;
+}
+
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -1,0 +1,122 @@
+// The managed plugin killed with SIGKILL while containers use its volumes, under the real
+// dockerd: dockerd restarts it, and nothing may be lost. Kernel mounts (disk) keep serving the
+// running containers; FUSE mounts (OSS) died with the plugin's cgroup and are mounted again at
+// start; every volume stays listed; reference counts stay right. Needs root and dockerd.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  CONTAINER_LABEL,
+  docker,
+  dockerResult,
+  ensureBusyboxImage,
+  installPlugin,
+  isMountpoint,
+  pluginPid,
+  requireDocker,
+  TEST_IMAGE,
+  volumesOf,
+  waitFor,
+  type InstalledPlugin,
+} from '../helpers/docker.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { startS3, type S3Server } from '../helpers/s3.js';
+
+const PLUGIN = 'ossnas-restart-e2e';
+const RUN = randomBytes(3).toString('hex');
+const BUCKET = 'restart-bucket';
+const OSS = `ossnas-rs-oss-${RUN}`;
+const DISK = `ossnas-rs-disk-${RUN}`;
+const mountArg = (vol: string) => `type=volume,src=${vol},dst=/data,volume-driver=${PLUGIN}`;
+
+async function status(vol: string): Promise<Record<string, unknown>> {
+  return (JSON.parse(await docker(['volume', 'inspect', vol])) as Array<{ Status: Record<string, unknown> }>)[0]!.Status;
+}
+
+describe('the plugin killed with SIGKILL while containers use its volumes', { skip: rootSkipReason(), timeout: 600_000 }, () => {
+  let plugin: InstalledPlugin | undefined;
+  let s3: S3Server;
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const holders = { disk: `ossnas-rs-${RUN}-disk`, oss: `ossnas-rs-${RUN}-oss` };
+
+  before(async () => {
+    await requireDocker();
+    await ensureBusyboxImage();
+    s3 = await startS3([BUCKET]);
+    cleanups.push(() => s3.stop());
+    const state = await tempDir('ossnas-rs-state-');
+    const creds = await tempDir('ossnas-rs-creds-');
+    cleanups.push(state.cleanup, creds.cleanup);
+    await writeFile(path.join(creds.dir, 'local'), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
+    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir, env: { LOG_LEVEL: 'debug' } });
+  });
+  after(async () => {
+    for (const c of Object.values(holders)) await dockerResult(['rm', '-f', c]);
+    await plugin?.cleanup();
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  });
+
+  it('keeps every volume, kernel mounts keep serving, new containers work on every volume, references stay right', async (t) => {
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`, '-o', 'credentials=local', OSS]);
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=disk', '-o', 'size=32M', DISK]);
+    await docker(['run', '-d', '--name', holders.disk, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(DISK), TEST_IMAGE,
+      'sh', '-c', 'while :; do date >> /data/ticks; sleep 0.2; done']);
+    await docker(['run', '-d', '--name', holders.oss, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(OSS), TEST_IMAGE,
+      'sh', '-c', 'echo before > /data/before.txt; sleep 600']);
+    await waitFor('both volumes mounted once', async () => {
+      const [o, d] = [await status(OSS), await status(DISK)];
+      return o.refs === 1 && d.refs === 1 && o.mounted === true && d.mounted === true && (await s3.getObject(BUCKET, 'before.txt')) === 'before\n';
+    });
+
+    const pid = await pluginPid(plugin!.id);
+    assert.ok(pid, 'found the plugin process');
+    const t0 = performance.now();
+    process.kill(pid, 'SIGKILL');
+    const newPid = await waitFor('dockerd to restart the plugin', async () => {
+      const p = await pluginPid(plugin!.id);
+      return p && p !== pid ? p : undefined;
+    }, 30_000, 50);
+    await waitFor('the plugin to answer', async () => (await dockerResult(['volume', 'inspect', OSS])).exitCode === 0, 30_000, 50);
+    t.diagnostic(`plugin restarted by dockerd and answering after ${Math.round(performance.now() - t0)} ms (pid ${pid} -> ${newPid})`);
+
+    // Every volume is still listed, with its options.
+    const listed = await volumesOf(PLUGIN);
+    assert.ok(listed.includes(OSS) && listed.includes(DISK), `listed: ${listed.join(' ')}`);
+
+    // The running container on the kernel mount never noticed.
+    const ticks = async () => Number((await docker(['exec', holders.disk, 'sh', '-c', 'wc -l < /data/ticks'])).trim());
+    const n1 = await ticks();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok((await ticks()) > n1, 'the disk container keeps writing');
+
+    // The OSS mount is restored in the background, without a new Mount.
+    const restored = await waitFor('the OSS volume to be mounted again', async () => {
+      const s = await status(OSS);
+      return s.mounted === true && s.health === 'ok' ? s : undefined;
+    }, 30_000, 100);
+    t.diagnostic(`OSS volume serving again ${Math.round(performance.now() - t0)} ms after the kill`);
+    assert.deepEqual([restored.refs, (await status(DISK)).refs], [1, 1], 'references survived the kill');
+
+    // New containers work on every volume, and see what was written before the kill.
+    let r = await dockerResult(['run', '--rm', '--mount', mountArg(OSS), TEST_IMAGE, 'sh', '-c', 'cat /data/before.txt && echo after > /data/after.txt']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, 'before');
+    assert.equal(await s3.getObject(BUCKET, 'after.txt'), 'after\n');
+    r = await dockerResult(['run', '--rm', '--mount', mountArg(DISK), TEST_IMAGE, 'sh', '-c', 'test -s /data/ticks && echo ok']);
+    assert.equal(r.stdout, 'ok', r.stderr);
+    assert.deepEqual([(await status(OSS)).refs, (await status(DISK)).refs], [1, 1], 'the short-lived containers left no reference');
+
+    // The last container to stop unmounts, exactly then.
+    for (const [vol, holder] of [[OSS, holders.oss], [DISK, holders.disk]] as const) {
+      await docker(['rm', '-f', holder]);
+      await waitFor(`${vol} unmounted after its last container`, async () => {
+        const s = await status(vol);
+        return s.refs === 0 && s.mounted === false;
+      });
+      assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, vol)), false);
+    }
+    for (const vol of [OSS, DISK]) await docker(['volume', 'rm', vol]);
+  });
+});

@@ -1,0 +1,159 @@
+// NAS volumes end to end through a real dockerd, in the NFS guest (scripts/nfs-guest.sh: this
+// machine's kernel has no NFS). The plugin is the real program as a plain host process, a legacy
+// plugin that dockerd finds by its socket file in /run/docker/plugins (as in
+// test/e2e/legacy.test.ts); dockerd is the guest's own (Debian's docker.io), started here, since
+// the guest starts no services. Containers write and read through the volume, and the NFS server's
+// export (/srv/nfs, on the guest's loopback) must hold what they wrote.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { execa } from 'execa';
+import { readMounts } from '../../src/host/mountinfo.js';
+import { docker, dockerResult } from '../helpers/docker.js';
+import { tempDir } from '../helpers/env.js';
+import { REPO_ROOT, startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
+
+const EXPORT = '/srv/nfs';
+const IMAGE = 'ossnas/busybox:1';
+const DRIVER = 'ossnas-nfs';
+const CGROUP = '/sys/fs/cgroup';
+const inGuest = process.env.OSSNAS_NFS_GUEST === '1';
+// Under TCG (no KVM) dockerd answered after 6-14 s in the guest on a 2-core host. Generous, for
+// a busy host.
+const DOCKERD_START_MS = 120_000;
+
+const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+describe('NAS volumes through a real dockerd', { skip: inGuest ? false : 'runs inside the NFS guest (scripts/nfs-guest.sh)', timeout: 900_000 }, () => {
+  let plugin: PluginProcess | undefined;
+  let dockerd: ChildProcess | undefined;
+  let dockerdExited: Promise<void> | undefined;
+  let dockerdLog = '';
+  let cleanup: (() => Promise<void>) | undefined;
+  const volumes = new Set<string>();
+  // Set up in `before`, where there is no t.diagnostic: reported by the first test.
+  const setupNotes: string[] = [];
+
+  const logTail = async () => (await readFile(dockerdLog, 'utf8').catch(() => '')).split('\n').slice(-40).join('\n');
+
+  before(async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+
+    // dockerd (through runc) needs a cgroup filesystem, and the guest's init mounts none. cgroup2
+    // alone: no v1 hierarchy holds any controller here, so v2 gets them all.
+    if (!(await readMounts()).some((m) => m.mountPoint === CGROUP && m.fsType === 'cgroup2')) {
+      await execa('mount', ['-t', 'cgroup2', 'cgroup2', CGROUP]);
+      setupNotes.push(`mounted cgroup2 at ${CGROUP}`);
+    }
+    // overlay is a module in Debian's kernel and nothing has loaded it; vfs (a full copy per
+    // layer, slow but needing no kernel support) if it cannot be.
+    await execa('modprobe', ['overlay'], { reject: false });
+    const storage = /\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8')) ? 'overlay2' : 'vfs';
+
+    // The guest has no network at all: no bridge and no iptables rules (containers run with
+    // --network none). AppArmor is on in Debian's kernel, but securityfs is not mounted in the
+    // guest, so dockerd sees no AppArmor and wants no profile loaded (the guest has no
+    // apparmor_parser). Output to a file, not a pipe: dockerd must never block on (or keep open)
+    // our stdio.
+    dockerdLog = path.join(t.dir, 'dockerd.log');
+    const fd = openSync(dockerdLog, 'a');
+    const args = ['--bridge=none', '--iptables=false', '--ip6tables=false', `--storage-driver=${storage}`];
+    args.push('--host', 'unix:///var/run/docker.sock');
+    const t0 = Date.now();
+    dockerd = spawn('dockerd', args, { stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    let exit: string | undefined;
+    dockerdExited = new Promise((r) =>
+      dockerd!.once('exit', (code, signal) => {
+        exit = `exit ${code ?? signal}`;
+        r();
+      }),
+    );
+    dockerd.once('error', (err) => (exit = String(err)));
+    for (;;) {
+      if (exit) throw new Error(`dockerd ${args.join(' ')} ended (${exit}) before answering:\n${await logTail()}`);
+      if (Date.now() - t0 > DOCKERD_START_MS) {
+        throw new Error(`dockerd did not answer 'docker version' within ${secs(DOCKERD_START_MS)}:\n${await logTail()}`);
+      }
+      if ((await dockerResult(['version'], { timeout: 10_000 }).catch(() => undefined))?.exitCode === 0) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    setupNotes.push(`dockerd (${storage}) answered after ${secs(Date.now() - t0)}`);
+
+    let t1 = Date.now();
+    await execa('bash', [path.join(REPO_ROOT, 'scripts', 'busybox-image.sh'), IMAGE], { timeout: 300_000 });
+    setupNotes.push(`busybox image imported in ${secs(Date.now() - t1)}`);
+
+    t1 = Date.now();
+    await mkdir('/run/docker/plugins', { recursive: true });
+    plugin = await startPlugin(t.dir, { OSSNAS_SOCKET: `/run/docker/plugins/${DRIVER}.sock` });
+    setupNotes.push(`plugin listening after ${secs(Date.now() - t1)}`);
+  });
+
+  after(async () => {
+    for (const v of volumes) await dockerResult(['volume', 'rm', '-f', v]).catch(() => undefined);
+    await plugin?.stop();
+    if (plugin) for (const m of await readMounts()) if (m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
+    // dockerd stops the containerd it started, and the guest's init can then power off with
+    // nothing of ours running.
+    if (dockerd && dockerd.exitCode === null && dockerd.signalCode === null) {
+      const t0 = Date.now();
+      dockerd.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      const stopped = await Promise.race([dockerdExited!.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 60_000)))]);
+      clearTimeout(timer); // a pending timer would keep this process (and the guest) up for a minute
+      if (stopped) console.log(`# dockerd stopped in ${secs(Date.now() - t0)}`);
+      else {
+        console.error(`dockerd ignored SIGTERM for 60 s; killing it. Its log:\n${await logTail()}`);
+        dockerd.kill('SIGKILL');
+        await dockerdExited;
+      }
+    }
+    await cleanup?.();
+  });
+
+  for (const [vers, fsType] of [['3', 'nfs'], ['4.1', 'nfs4']] as const) {
+    it(`NFS v${vers}: one container writes, another reads it back, the server has it, and volume rm keeps it`, async (t) => {
+      for (const note of setupNotes.splice(0)) t.diagnostic(note);
+      const name = `nas-docker-v${vers.replace('.', '')}`;
+      const sub = `${EXPORT}/${name}`;
+      await rm(sub, { recursive: true, force: true }); // the plugin creates the sub-path itself
+      const mount = `type=volume,src=${name},dst=/data,volume-driver=${DRIVER}`;
+      const run = async (script: string) => {
+        const r = await dockerResult(['run', '--rm', '--network', 'none', '--mount', mount, IMAGE, 'sh', '-c', script]);
+        assert.equal(r.exitCode, 0, `docker run (${script}) failed: ${r.stderr}\nplugin output:\n${plugin!.output().slice(-3000)}`);
+        t.diagnostic(`docker run (${script.slice(0, 40)}...): ${secs(r.ms)}`);
+        return r.stdout;
+      };
+
+      await docker(['volume', 'create', '-d', DRIVER, '-o', 'type=nas', '-o', 'server=127.0.0.1', '-o', `path=${sub}`, '-o', `vers=${vers}`, name]);
+      volumes.add(name);
+
+      // The writer also shows what /data is inside the container: the NFS mount itself (bind
+      // mounted by dockerd from the plugin's mount point), of the version asked for.
+      const seen = await run(`grep " /data " /proc/mounts && echo "written by v${vers}" > /data/from-docker.txt`);
+      const [source, , type, opts] = seen.split(' ');
+      assert.equal(source, `127.0.0.1:${sub}`, seen);
+      assert.equal(type, fsType, seen);
+      assert.match(opts!, new RegExp(`(^|,)vers=${vers.replace('.', '\\.')}(,|$)`), seen);
+
+      assert.equal(await run('cat /data/from-docker.txt'), `written by v${vers}`);
+      assert.equal(await readFile(path.join(sub, 'from-docker.txt'), 'utf8'), `written by v${vers}\n`, 'the server has it');
+
+      const inspect = JSON.parse(await docker(['volume', 'inspect', name]))[0];
+      assert.equal(inspect.Driver, DRIVER);
+      assert.equal(inspect.Mountpoint, path.join(plugin!.mountRoot, name));
+      const left = (await readMounts()).filter((m) => m.mountPoint.startsWith(plugin!.mountRoot));
+      assert.deepEqual(left, [], 'unmounted once the last container is gone');
+
+      await docker(['volume', 'rm', name]);
+      volumes.delete(name);
+      assert.equal((await docker(['volume', 'ls', '-q'])).split('\n').includes(name), false);
+      assert.equal(await readFile(path.join(sub, 'from-docker.txt'), 'utf8'), `written by v${vers}\n`, 'volume rm never deletes data');
+    });
+  }
+});
