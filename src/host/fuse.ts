@@ -98,9 +98,16 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
       // The mount appears before the client has checked the bucket (s3fs does that while
       // answering the kernel's INIT, then exits on failure). statfs waits for INIT; a short
       // grace then shows whether the client stayed.
-      await withTimeout(statfs(spec.target), Math.max(deadline - Date.now(), 1)).catch(() => undefined);
-      await Promise.race([exited, sleep(READY_GRACE_MS)]);
-      if (!done && (await isFuseMounted(spec.target))) return daemon;
+      // Only an answer counts: a client stuck checking an unreachable endpoint (a blackholed
+      // server) never answers INIT, and its mount must not be handed out as ready.
+      const answered = await withTimeout(statfs(spec.target), Math.max(deadline - Date.now(), 1)).then(
+        () => true,
+        () => false,
+      );
+      if (answered) {
+        await Promise.race([exited, sleep(READY_GRACE_MS)]);
+        if (!done && (await isFuseMounted(spec.target))) return daemon;
+      }
     }
     if (done) {
       const r = await exited;

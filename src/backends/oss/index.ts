@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files.js';
 import { FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
+import { probeTcp, resolveHost } from '../../host/net.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { resolveCredentials, type Credentials } from './credentials.js';
@@ -74,6 +75,24 @@ export function clientArgs(spec: OssSpec, target: string, credentialOptions: str
   return [source, target, '-f', ...[...o, ...extra].flatMap((x) => ['-o', x])];
 }
 
+/** How long the endpoint may take to accept a TCP connection before Mount gives up on it. */
+const PROBE_MS = 3000;
+
+/**
+ * A TCP connect to the endpoint first: s3fs retries a refused or silent endpoint until the mount
+ * deadline, and then has to be killed; this says what is wrong in at most a few seconds.
+ */
+async function requireReachable(url: string): Promise<void> {
+  const u = new URL(url);
+  const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
+  try {
+    await probeTcp(await resolveHost(host, PROBE_MS), port, PROBE_MS);
+  } catch (err) {
+    throw new BackendError(`endpoint ${url} is not reachable: ${(err as Error).message}; check the url option and that this host can reach it`);
+  }
+}
+
 export class OssBackend implements Backend {
   readonly type = 'oss';
   readonly keys = OSS_KEYS;
@@ -101,6 +120,7 @@ export class OssBackend implements Backend {
 
   async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
     const spec = toSpec(options);
+    await requireReachable(spec.url);
     const client = await chooseClient();
     const creds = await resolveCredentials(spec, ctx.settings.credentialsDir);
     const dir = path.join(ctx.settings.runDir, 'oss', name);
