@@ -108,6 +108,13 @@ describe('dockerd restarted while containers use ossnas volumes', { skip: rootSk
       const disk = `ossnas-dd-disk-${RUN}-${Number(liveRestore)}`;
       const holder = `ossnas-dd-${RUN}-${Number(liveRestore)}`;
       cleanups.push(() => dockerResult(['rm', '-f', holder]));
+      // live-restore decides what the daemon does when it stops: it must be on before that.
+      const flags = liveRestore ? ['--live-restore'] : [];
+      if (liveRestore) {
+        await stopDaemon((await currentDaemon()).pid);
+        await startDaemon(original, flags);
+        await waitFor('the plugin to answer', async () => (await dockerResult(['plugin', 'inspect', '--format', '{{.Enabled}}', PLUGIN])).stdout === 'true', 60_000, 200);
+      }
       await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`, '-o', 'credentials=local', '-o', `path=/${oss}`, oss]);
       await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=disk', '-o', 'size=32M', disk]);
       await docker(['run', '-d', '--name', holder, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(disk), '--mount',
@@ -117,7 +124,7 @@ describe('dockerd restarted while containers use ossnas volumes', { skip: rootSk
       const { pid } = await currentDaemon();
       const t0 = performance.now();
       await stopDaemon(pid);
-      await startDaemon(original, liveRestore ? ['--live-restore'] : []);
+      await startDaemon(original, flags);
       t.diagnostic(`dockerd stopped and answering again in ${Math.round(performance.now() - t0)} ms`);
 
       const listed = await waitFor('the plugin to list its volumes', async () => {
