@@ -16,6 +16,7 @@ import {
   isMountpoint,
   requireDocker,
   TEST_IMAGE,
+  volumeStatus,
   type InstalledPlugin,
 } from '../helpers/docker.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
@@ -29,9 +30,7 @@ async function run(cmd: string): Promise<{ exitCode: number; stdout: string; std
   return dockerResult(['run', '--rm', '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg, TEST_IMAGE, 'sh', '-c', cmd]);
 }
 
-async function status(): Promise<Record<string, unknown>> {
-  return (JSON.parse(await docker(['volume', 'inspect', VOL])) as Array<{ Status: Record<string, unknown> }>)[0]!.Status;
-}
+const status = () => volumeStatus(VOL);
 
 describe('disk volumes in the managed plugin', { skip: rootSkipReason(), timeout: 600_000 }, () => {
   let plugin: InstalledPlugin | undefined;

@@ -19,6 +19,7 @@ import {
   REPO_ROOT,
   requireDocker,
   TEST_IMAGE,
+  volumeStatus,
   volumesOf,
   waitFor,
   type InstalledPlugin,
@@ -66,10 +67,6 @@ async function startDaemon(d: Daemon, extra: string[] = []): Promise<void> {
     closeSync(fd);
   }
   await waitFor('dockerd to answer', async () => (await dockerResult(['version', '--format', '{{.Server.Version}}'])).exitCode === 0, 60_000, 200);
-}
-
-async function status(vol: string): Promise<Record<string, unknown>> {
-  return (JSON.parse(await docker(['volume', 'inspect', vol])) as Array<{ Status: Record<string, unknown> }>)[0]!.Status;
 }
 
 describe('dockerd restarted while containers use ossnas volumes', { skip: rootSkipReason(), timeout: 900_000 }, () => {
@@ -153,7 +150,7 @@ describe('dockerd restarted while containers use ossnas volumes', { skip: rootSk
       await docker(['rm', '-f', holder]);
       for (const vol of [oss, disk]) {
         await waitFor(`${vol} unmounted once no container uses it`, async () => {
-          const s = await status(vol);
+          const s = await volumeStatus(vol);
           return s.mounted === false && s.refs === 0 ? s : undefined;
         }, 30_000);
         await docker(['volume', 'rm', vol]);

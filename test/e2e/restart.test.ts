@@ -17,6 +17,7 @@ import {
   pluginPid,
   requireDocker,
   TEST_IMAGE,
+  volumeStatus,
   volumesOf,
   waitFor,
   type InstalledPlugin,
@@ -30,10 +31,6 @@ const BUCKET = 'restart-bucket';
 const OSS = `ossnas-rs-oss-${RUN}`;
 const DISK = `ossnas-rs-disk-${RUN}`;
 const mountArg = (vol: string) => `type=volume,src=${vol},dst=/data,volume-driver=${PLUGIN}`;
-
-async function status(vol: string): Promise<Record<string, unknown>> {
-  return (JSON.parse(await docker(['volume', 'inspect', vol])) as Array<{ Status: Record<string, unknown> }>)[0]!.Status;
-}
 
 describe('the plugin killed with SIGKILL while containers use its volumes', { skip: rootSkipReason(), timeout: 600_000 }, () => {
   let plugin: InstalledPlugin | undefined;
@@ -66,7 +63,7 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
     await docker(['run', '-d', '--name', holders.oss, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(OSS), TEST_IMAGE,
       'sh', '-c', 'echo before > /data/before.txt; sleep 600']);
     await waitFor('both volumes mounted once', async () => {
-      const [o, d] = [await status(OSS), await status(DISK)];
+      const [o, d] = [await volumeStatus(OSS), await volumeStatus(DISK)];
       return o.refs === 1 && d.refs === 1 && o.mounted === true && d.mounted === true && (await s3.getObject(BUCKET, 'before.txt')) === 'before\n';
     });
 
@@ -93,11 +90,11 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
 
     // The OSS mount is restored in the background, without a new Mount.
     const restored = await waitFor('the OSS volume to be mounted again', async () => {
-      const s = await status(OSS);
+      const s = await volumeStatus(OSS);
       return s.mounted === true && s.health === 'ok' ? s : undefined;
     }, 30_000, 100);
     t.diagnostic(`OSS volume serving again ${Math.round(performance.now() - t0)} ms after the kill`);
-    assert.deepEqual([restored.refs, (await status(DISK)).refs], [1, 1], 'references survived the kill');
+    assert.deepEqual([restored.refs, (await volumeStatus(DISK)).refs], [1, 1], 'references survived the kill');
 
     // New containers work on every volume, and see what was written before the kill.
     let r = await dockerResult(['run', '--rm', '--mount', mountArg(OSS), TEST_IMAGE, 'sh', '-c', 'cat /data/before.txt && echo after > /data/after.txt']);
@@ -106,13 +103,13 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
     assert.equal(await s3.getObject(BUCKET, 'after.txt'), 'after\n');
     r = await dockerResult(['run', '--rm', '--mount', mountArg(DISK), TEST_IMAGE, 'sh', '-c', 'test -s /data/ticks && echo ok']);
     assert.equal(r.stdout, 'ok', r.stderr);
-    assert.deepEqual([(await status(OSS)).refs, (await status(DISK)).refs], [1, 1], 'the short-lived containers left no reference');
+    assert.deepEqual([(await volumeStatus(OSS)).refs, (await volumeStatus(DISK)).refs], [1, 1], 'the short-lived containers left no reference');
 
     // The last container to stop unmounts, exactly then.
     for (const [vol, holder] of [[OSS, holders.oss], [DISK, holders.disk]] as const) {
       await docker(['rm', '-f', holder]);
       await waitFor(`${vol} unmounted after its last container`, async () => {
-        const s = await status(vol);
+        const s = await volumeStatus(vol);
         return s.refs === 0 && s.mounted === false;
       });
       assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, vol)), false);

@@ -163,6 +163,11 @@ export async function volumesOf(name: string): Promise<string[]> {
     .map(([, vol]) => vol);
 }
 
+/** The Status the plugin reports for a volume, as `docker volume inspect` shows it. */
+export async function volumeStatus(volume: string): Promise<Record<string, unknown>> {
+  return (JSON.parse(await docker(['volume', 'inspect', volume])) as Array<{ Status: Record<string, unknown> }>)[0]!.Status;
+}
+
 /** Whether Docker lists volume VOLUME for the plugin DRIVER (without asking other drivers). */
 export async function volumeExists(driver: string, volume: string): Promise<boolean> {
   return (await volumesOf(driver)).includes(volume);

@@ -153,44 +153,31 @@ export class NasBackend implements Backend {
     await unmountKernelMount(ns, hostSetup, { plainMs: 2000 }).catch(() => undefined); // left by a crash mid-setup
 
     try {
-      await this.createUnder(name, spec, ctx, ns, hostSetup, mountAt, left);
+      const parts = spec.path.split('/').filter(Boolean);
+      for (let keep = parts.length - 1; keep >= 0; keep--) {
+        const ancestor = `/${parts.slice(0, keep).join('/')}`;
+        try {
+          await mountAt(hostSetup, ancestor);
+        } catch (err) {
+          if (err instanceof MissingPathError) continue;
+          throw err;
+        }
+        try {
+          await ns.run('mkdir', ['-p', '--', path.posix.join(hostSetup, ...parts.slice(keep))], { timeoutMs: left() });
+          ctx.log.info({ volume: name, created: spec.path, via: nfsSource({ server: spec.server, path: ancestor }) }, 'created NFS sub-path');
+          return;
+        } catch (err) {
+          throw new BackendError(`${nfsSource(spec)} does not exist and could not be created: ${(err as Error).message}`);
+        } finally {
+          await unmountKernelMount(ns, hostSetup, { plainMs: 5000 }).catch((err) =>
+            ctx.log.warn({ volume: name, err: (err as Error).message }, 'could not unmount the sub-path setup mount'),
+          );
+        }
+      }
+      throw new BackendError(`${nfsSource(spec)} does not exist, and the server would not mount any parent of it to create it`);
     } finally {
       await removeEmptyMountpoint(setup).catch(() => undefined);
     }
-  }
-
-  private async createUnder(
-    name: string,
-    spec: NasSpec,
-    ctx: BackendContext,
-    ns: HostNamespace,
-    hostSetup: string,
-    mountAt: (where: string, exportPath: string) => Promise<void>,
-    left: (cap?: number) => number,
-  ): Promise<void> {
-    const parts = spec.path.split('/').filter(Boolean);
-    for (let keep = parts.length - 1; keep >= 0; keep--) {
-      const ancestor = `/${parts.slice(0, keep).join('/')}`;
-      try {
-        await mountAt(hostSetup, ancestor);
-      } catch (err) {
-        if (err instanceof MissingPathError) continue;
-        throw err;
-      }
-      try {
-        const rest = path.posix.join(hostSetup, ...parts.slice(keep));
-        await ns.run('mkdir', ['-p', '--', rest], { timeoutMs: left() });
-        ctx.log.info({ volume: name, created: spec.path, via: nfsSource({ server: spec.server, path: ancestor }) }, 'created NFS sub-path');
-        return;
-      } catch (err) {
-        throw new BackendError(`${nfsSource(spec)} does not exist and could not be created: ${(err as Error).message}`);
-      } finally {
-        await unmountKernelMount(ns, hostSetup, { plainMs: 5000 }).catch((err) =>
-          ctx.log.warn({ volume: name, err: (err as Error).message }, 'could not unmount the sub-path setup mount'),
-        );
-      }
-    }
-    throw new BackendError(`${nfsSource(spec)} does not exist, and the server would not mount any parent of it to create it`);
   }
 
   async unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
