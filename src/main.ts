@@ -63,9 +63,10 @@ async function main(): Promise<void> {
   log.info({ volumes: driver.list().length }, 'state loaded');
   // In the background: calls are answered meanwhile (a held volume's Mount waits for its repair).
   void driver.restore().then((r) => {
-    const held = r.adopted.length + r.remounted.length + r.failed.length;
-    const counts = { adopted: r.adopted.length, remounted: r.remounted.length, failed: r.failed.length, ms: r.ms };
-    if (held) log.info({ ...counts, failedVolumes: r.failed.slice(0, 20) }, 'mounts of held volumes restored after start');
+    const counts = { adopted: r.adopted.length, remounted: r.remounted.length, failed: r.failed.length, released: r.released.length };
+    if (Object.values(counts).some((n) => n > 0)) {
+      log.info({ ...counts, ms: r.ms, failedVolumes: r.failed.slice(0, 20) }, 'mounts of held volumes restored after start');
+    }
   });
 
   installStopHandlers(server, driver, log);

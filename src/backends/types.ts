@@ -29,6 +29,11 @@ export interface Backend {
   mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
   /** Undoes mount. Throws if the mount is still in place afterwards. */
   unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
+  /**
+   * Takes charge of a mount that serves but was made by an earlier plugin process (found at
+   * restore), e.g. to notice when its FUSE client exits.
+   */
+  adopt?(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
   /** Deletes what the plugin itself owns for this volume (never data in a remote backend). */
   remove?(name: string, options: VolumeOptions, ctx: BackendContext): Promise<void>;
 }

@@ -12,7 +12,7 @@ import {
 import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
 import { lazyUnmount } from '../host/unmount.js';
 import { openHostNamespace } from '../host/hostns.js';
-import { isMountpoint } from '../host/mountinfo.js';
+import { isMountpoint, readMounts } from '../host/mountinfo.js';
 import { probeMount } from '../host/probe.js';
 import type { Logger } from '../log.js';
 import { scrub, secretValues } from '../redact.js';
@@ -32,6 +32,8 @@ export interface VolumeInfo {
 /** What the driver asks of the host; tests give a double that agrees with their fake backend. */
 export interface DriverHost {
   isMountpoint(path: string): Promise<boolean>;
+  /** Every mount point in our mount table, read once. */
+  mountpoints(): Promise<Set<string>>;
   /** undefined when the mount at path serves, else why not. */
   probe(path: string): Promise<string | undefined>;
 }
@@ -41,6 +43,8 @@ export interface RestoreReport {
   adopted: string[];
   remounted: string[];
   failed: string[];
+  /** Mounted, but no container holds them: left by a crash between a mount and its record. */
+  released: string[];
   ms: number;
 }
 
@@ -75,7 +79,11 @@ export class VolumeDriver {
     settings: Settings,
     backends: BackendRegistry,
     log: Logger,
-    host: DriverHost = { isMountpoint, probe: probeMount },
+    host: DriverHost = {
+      isMountpoint,
+      mountpoints: async () => new Set((await readMounts()).map((m) => m.mountPoint)),
+      probe: probeMount,
+    },
   ): Promise<VolumeDriver> {
     const db = await openState(settings.stateDir);
     await ensureDir(settings.mountRoot, 0o755);
@@ -304,35 +312,43 @@ export class VolumeDriver {
   /**
    * After a start: every volume that containers still hold is made to serve again, with at most
    * `concurrency` at a time. Healthy mounts (kernel mounts survive us) are adopted; dead or missing
-   * ones are mounted again; failures stay in Status and are retried with backoff. Calls are
-   * answered meanwhile: each volume is repaired under its own lock, like any Mount.
+   * ones are mounted again; failures stay in Status and are retried with backoff. Mounts of
+   * volumes nobody holds are undone (a crash between a mount and its record leaves one, and it
+   * would make `docker volume rm` fail). Calls are answered meanwhile: each volume is handled
+   * under its own lock, like any Mount.
    */
   async restore(concurrency = 8): Promise<RestoreReport> {
     const t0 = performance.now();
-    const held = Object.values(this.db.data.volumes)
-      .filter((v) => refCount(v) > 0)
-      .map((v) => v.name);
-    const report: RestoreReport = { adopted: [], remounted: [], failed: [], ms: 0 };
+    const table = await this.host.mountpoints();
+    const volumes = Object.values(this.db.data.volumes);
+    const held = volumes.filter((v) => refCount(v) > 0).map((v) => v.name);
+    const stray = volumes.filter((v) => refCount(v) === 0 && table.has(this.mountpoint(v.name))).map((v) => v.name);
+    const report: RestoreReport = { adopted: [], remounted: [], failed: [], released: [], ms: 0 };
+    const jobs = [...held.map((name) => () => this.repair(name)), ...stray.map((name) => () => this.releaseStray(name))];
     let next = 0;
     const worker = async () => {
-      while (next < held.length) {
-        const name = held[next++]!;
-        const outcome = await this.repair(name);
-        if (outcome !== 'released') report[outcome].push(name);
+      while (next < jobs.length) {
+        const i = next++;
+        const outcome = await jobs[i]!();
+        const name = i < held.length ? held[i]! : stray[i - held.length]!;
+        if (outcome !== 'idle') report[outcome].push(name);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(concurrency, held.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(concurrency, jobs.length) }, worker));
     report.ms = Math.round(performance.now() - t0);
     return report;
   }
 
   /** Makes a held volume serve: adopt a healthy mount, or replace a dead or missing one. */
-  private async repair(name: string, attempt = 0): Promise<'adopted' | 'remounted' | 'failed' | 'released'> {
+  private async repair(name: string, attempt = 0): Promise<'adopted' | 'remounted' | 'failed' | 'idle'> {
     const outcome = await this.lock.run(name, async () => {
       const v = this.find(name);
-      if (!v || refCount(v) === 0) return 'released' as const; // nobody needs it any more
+      if (!v || refCount(v) === 0) return 'idle' as const; // nobody needs it any more
       const target = this.mountpoint(name);
       if ((await this.host.isMountpoint(target)) && (await this.host.probe(target)) === undefined) {
+        await backendFor(this.backends, v.options)
+          .adopt?.(name, v.options, target, this.ctx)
+          .catch((err: Error) => this.log.warn({ volume: name, err: err.message }, 'adopted mount is not watched'));
         if (!v.mounted) {
           v.mounted = true;
           delete v.lastError;
@@ -352,6 +368,27 @@ export class VolumeDriver {
     });
     if (outcome === 'failed') this.retryLater(name, attempt + 1);
     return outcome;
+  }
+
+  /** Undoes a mount that no container holds; a failure is logged and left for the next Mount. */
+  private async releaseStray(name: string): Promise<'released' | 'idle'> {
+    return this.lock.run(name, async () => {
+      const v = this.find(name);
+      const target = this.mountpoint(name);
+      if (!v || refCount(v) > 0 || !(await this.host.isMountpoint(target))) return 'idle' as const;
+      try {
+        await backendFor(this.backends, v.options).unmount(name, v.options, target, this.ctx);
+        if (v.mounted) {
+          v.mounted = false;
+          await this.db.write();
+        }
+        this.log.info({ volume: name }, 'mount that no container holds was undone');
+        return 'released' as const;
+      } catch (err) {
+        this.log.warn({ volume: name, err: (err as Error).message }, 'mount that no container holds could not be undone');
+        return 'idle' as const;
+      }
+    });
   }
 
   private retryLater(name: string, attempt: number): void {

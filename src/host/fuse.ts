@@ -1,10 +1,12 @@
 // FUSE clients (s3fs, ossfs) run in the foreground as our children, so we see their exit status
 // and their own error text, and we decide when the mount counts as ready: when the kernel lists
 // it in the mount table (a double-forking client gives no such signal).
-import { statfs } from 'node:fs/promises';
+import { readdir, readFile, statfs } from 'node:fs/promises';
+import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Logger } from '../log.js';
 import { scrub } from '../redact.js';
+import { leaveOurCgroups } from './cgroups.js';
 import { run } from './exec.js';
 import { findMount } from './mountinfo.js';
 import { lazyUnmount } from './unmount.js';
@@ -20,6 +22,11 @@ export interface FuseStart {
   deadlineMs: number;
   secrets: string[];
   log: Logger;
+  /**
+   * Inside the managed plugin: a process in the host's mount namespace. A ready client is then
+   * moved out of our cgroups (through the host's cgroupfs), so that it outlives a plugin crash.
+   */
+  hostPid?: number;
 }
 
 export interface FuseExit {
@@ -29,6 +36,7 @@ export interface FuseExit {
 }
 
 export interface FuseDaemon {
+  command: string;
   pid: number | undefined;
   /** Resolves when the client process ends, for whatever reason. */
   exited: Promise<FuseExit>;
@@ -89,7 +97,7 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
     done = true;
     return { code: r.exitCode, signal: r.signal, stderr: stderrTail() };
   });
-  const daemon: FuseDaemon = { pid: child.pid, exited, stderrTail };
+  const daemon: FuseDaemon = { command: spec.command, pid: child.pid, exited, stderrTail };
   const name = spec.command;
 
   const deadline = Date.now() + spec.deadlineMs;
@@ -106,7 +114,10 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
       );
       if (answered) {
         await Promise.race([exited, sleep(READY_GRACE_MS)]);
-        if (!done && (await isFuseMounted(spec.target))) return daemon;
+        if (!done && (await isFuseMounted(spec.target))) {
+          if (spec.hostPid !== undefined && child.pid) await outliveUs(child.pid, spec.hostPid, name, spec.log);
+          return daemon;
+        }
       }
     }
     if (done) {
@@ -131,6 +142,17 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
   );
 }
 
+/**
+ * A failure here costs only the client's survival of a plugin crash (the restarted plugin then
+ * mounts the volume again), so it is logged, not thrown.
+ */
+async function outliveUs(pid: number, hostPid: number, command: string, log: Logger): Promise<void> {
+  const failures = await leaveOurCgroups(pid, hostPid).catch((err: Error) => [err.message]);
+  if (failures.length) {
+    log.warn({ pid, command, failures }, 'FUSE client stays in the plugin cgroup and will die with the plugin');
+  }
+}
+
 async function stopProcess(child: ResultPromise, exited: Promise<unknown>): Promise<void> {
   child.kill('SIGTERM');
   const stopped = await Promise.race([exited.then(() => true), sleep(2000).then(() => false)]);
@@ -144,6 +166,56 @@ async function stopProcess(child: ResultPromise, exited: Promise<unknown>): Prom
 export async function unmountFuse(target: string, daemon: FuseDaemon | undefined, timeoutMs = 10_000): Promise<void> {
   if (await findMount(target)) await run('umount', [target], { timeoutMs });
   if (daemon) await Promise.race([daemon.exited, sleep(5000)]);
+}
+
+const WATCH_MS = 1000;
+
+/** Field 22 of /proc/PID/stat: when the process started, which tells a reused PID apart. */
+async function startTime(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (!stat) return undefined;
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
+}
+
+/** Every running FUSE client of the given commands, by the mountpoint in its argv ([cmd, source, target, ...]). */
+async function clientsByTarget(commands: readonly string[]): Promise<Map<string, { pid: number; command: string }>> {
+  const found = new Map<string, { pid: number; command: string }>();
+  const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
+  await Promise.all(
+    pids.map(async (p) => {
+      const argv = (await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0');
+      const command = path.basename(argv[0]!);
+      if (argv.length > 2 && commands.includes(command)) found.set(argv[2]!, { pid: Number(p), command });
+    }),
+  );
+  return found;
+}
+
+let scan: { at: number; result: ReturnType<typeof clientsByTarget> } | undefined;
+
+/**
+ * The client already serving `target` (one that outlived an earlier plugin process), watched so
+ * that its exit is noticed like a child's. A restore adopts many mounts at once: one scan of
+ * /proc serves them all.
+ */
+export async function adoptFuseClient(target: string, commands: readonly string[]): Promise<FuseDaemon | undefined> {
+  if (!scan || Date.now() - scan.at > WATCH_MS) scan = { at: Date.now(), result: clientsByTarget(commands) };
+  const found = (await scan.result).get(target);
+  const started = found && (await startTime(found.pid));
+  if (!found || !started) return undefined;
+  const { pid, command } = found;
+  const exited = new Promise<FuseExit>((resolve) => {
+    const timer = setInterval(() => {
+      void startTime(pid).then((now) => {
+        if (now === started) return;
+        clearInterval(timer);
+        resolve({ code: undefined, signal: undefined, stderr: '' });
+      });
+    }, WATCH_MS);
+    timer.unref();
+  });
+  return { command, pid, exited, stderrTail: () => '' };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,10 +1,11 @@
 // The managed plugin killed with SIGKILL while containers use its volumes, under the real
 // dockerd: dockerd restarts it, and nothing may be lost. Kernel mounts (disk) keep serving the
-// running containers; FUSE mounts (OSS) died with the plugin's cgroup and are mounted again at
-// start; every volume stays listed; reference counts stay right. Needs root and dockerd.
+// running containers; so do FUSE mounts (OSS), because their clients were moved out of the
+// plugin's cgroup and the restarted plugin adopts them; every volume stays listed; reference
+// counts stay right. Needs root and dockerd.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -12,6 +13,7 @@ import {
   docker,
   dockerResult,
   ensureBusyboxImage,
+  fuseClientPid,
   installPlugin,
   isMountpoint,
   pluginPid,
@@ -31,6 +33,8 @@ const BUCKET = 'restart-bucket';
 const OSS = `ossnas-rs-oss-${RUN}`;
 const DISK = `ossnas-rs-disk-${RUN}`;
 const mountArg = (vol: string) => `type=volume,src=${vol},dst=/data,volume-driver=${PLUGIN}`;
+/** Appends a line 5 times a second and counts the appends that failed. */
+const WRITER = 'while :; do date >> /data/ticks || echo x >> /tmp/failed; sleep 0.2; done';
 
 describe('the plugin killed with SIGKILL while containers use its volumes', { skip: rootSkipReason(), timeout: 600_000 }, () => {
   let plugin: InstalledPlugin | undefined;
@@ -59,9 +63,9 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
     await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`, '-o', 'credentials=local', OSS]);
     await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=disk', '-o', 'size=32M', DISK]);
     await docker(['run', '-d', '--name', holders.disk, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(DISK), TEST_IMAGE,
-      'sh', '-c', 'while :; do date >> /data/ticks; sleep 0.2; done']);
+      'sh', '-c', WRITER]);
     await docker(['run', '-d', '--name', holders.oss, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(OSS), TEST_IMAGE,
-      'sh', '-c', 'echo before > /data/before.txt; sleep 600']);
+      'sh', '-c', `echo before > /data/before.txt; ${WRITER}`]);
     await waitFor('both volumes mounted once', async () => {
       const [o, d] = [await volumeStatus(OSS), await volumeStatus(DISK)];
       return o.refs === 1 && d.refs === 1 && o.mounted === true && d.mounted === true && (await s3.getObject(BUCKET, 'before.txt')) === 'before\n';
@@ -69,6 +73,9 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
 
     const pid = await pluginPid(plugin!.id);
     assert.ok(pid, 'found the plugin process');
+    const client = await fuseClientPid(`/mnt/volumes/${OSS}`);
+    assert.ok(client, 'found the s3fs client');
+    assert.match(await readFile(`/proc/${client}/cgroup`, 'utf8'), /:devices:.*\/ossnas-fuse\n/, 'the client left the plugin cgroup');
     const t0 = performance.now();
     process.kill(pid, 'SIGKILL');
     const newPid = await waitFor('dockerd to restart the plugin', async () => {
@@ -82,19 +89,24 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
     const listed = await volumesOf(PLUGIN);
     assert.ok(listed.includes(OSS) && listed.includes(DISK), `listed: ${listed.join(' ')}`);
 
-    // The running container on the kernel mount never noticed.
-    const ticks = async () => Number((await docker(['exec', holders.disk, 'sh', '-c', 'wc -l < /data/ticks'])).trim());
-    const n1 = await ticks();
-    await new Promise((r) => setTimeout(r, 1000));
-    assert.ok((await ticks()) > n1, 'the disk container keeps writing');
-
-    // The OSS mount is restored in the background, without a new Mount.
-    const restored = await waitFor('the OSS volume to be mounted again', async () => {
+    // The OSS client outlived the plugin and the new process adopted it: the same s3fs, no new Mount.
+    const adopted = await waitFor('the OSS volume to be adopted', async () => {
       const s = await volumeStatus(OSS);
       return s.mounted === true && s.health === 'ok' ? s : undefined;
     }, 30_000, 100);
-    t.diagnostic(`OSS volume serving again ${Math.round(performance.now() - t0)} ms after the kill`);
-    assert.deepEqual([restored.refs, (await volumeStatus(DISK)).refs], [1, 1], 'references survived the kill');
+    t.diagnostic(`OSS volume adopted ${Math.round(performance.now() - t0)} ms after the kill`);
+    assert.equal(await fuseClientPid(`/mnt/volumes/${OSS}`), client, 'the same s3fs serves');
+    assert.deepEqual([adopted.refs, (await volumeStatus(DISK)).refs], [1, 1], 'references survived the kill');
+
+    // The running containers never noticed: no append failed, on the kernel mount or the FUSE one.
+    for (const holder of [holders.disk, holders.oss]) {
+      const ticks = async () => Number((await docker(['exec', holder, 'sh', '-c', 'wc -l < /data/ticks'])).trim());
+      const n1 = await ticks();
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.ok((await ticks()) > n1, `${holder} keeps writing`);
+      assert.equal((await dockerResult(['exec', holder, 'cat', '/tmp/failed'])).exitCode, 1, `${holder}: no append failed`);
+    }
+
 
     // New containers work on every volume, and see what was written before the kill.
     let r = await dockerResult(['run', '--rm', '--mount', mountArg(OSS), TEST_IMAGE, 'sh', '-c', 'cat /data/before.txt && echo after > /data/after.txt']);
@@ -114,6 +126,8 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
       });
       assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, vol)), false);
     }
+    // The adopted client ends with its mount: nothing is left running outside the plugin.
+    await waitFor('the adopted s3fs to exit', async () => (await readFile(`/proc/${client}/cmdline`).catch(() => undefined)) === undefined);
     for (const vol of [OSS, DISK]) await docker(['volume', 'rm', vol]);
   });
 });

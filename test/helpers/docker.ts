@@ -310,6 +310,16 @@ export async function processesWith(needle: string, file: 'cmdline' | 'environ' 
   return hits;
 }
 
+/** The FUSE client (s3fs) serving a mountpoint of the plugin (its path inside the plugin), by its argv. */
+export async function fuseClientPid(pluginPath: string): Promise<number | undefined> {
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const argv = (await readFile(`/proc/${e}/cmdline`, 'latin1').catch(() => '')).split('\0');
+    if (path.basename(argv[0] ?? '') === 's3fs' && argv[2] === pluginPath) return Number(e);
+  }
+  return undefined;
+}
+
 /** The plugin's node process: the one whose cgroup names the plugin's id. */
 export async function pluginPid(id: string): Promise<number | undefined> {
   for (const e of readdirSync('/proc')) {

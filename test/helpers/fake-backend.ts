@@ -45,6 +45,10 @@ export class FakeBackend implements Backend {
     this.dead.delete(target);
   }
 
+  async adopt(name: string): Promise<void> {
+    this.calls.push(`adopt ${name}`);
+  }
+
   async unmount(name: string, _options: VolumeOptions, target: string): Promise<void> {
     this.calls.push(`unmount ${name}`);
     if (this.failNextUnmount) {

@@ -12,6 +12,7 @@ export async function fakeDriver(dir: string, fake = new FakeBackend()) {
   const { log, lines } = memoryLogger();
   const driver = await VolumeDriver.open(settings, new Map([['fake', fake]]), log, {
     isMountpoint: async (p) => fake.mounted.has(p),
+    mountpoints: async () => new Set(fake.mounted),
     probe: async (p) => (fake.dead.has(p) ? `${p}: ENOTCONN` : undefined),
   });
   return { driver, fake, settings, lines };

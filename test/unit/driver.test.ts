@@ -214,12 +214,29 @@ describe('restore after a start', () => {
     const { driver: again } = await fakeDriver(dir, fake2);
     const report = await again.restore();
     assert.deepEqual([report.adopted, report.remounted.sort(), report.failed], [['kernel'], ['dead', 'fuse'], []]);
-    assert.deepEqual(fake2.calls.sort(), ['mount dead', 'mount fuse', 'unmount dead']);
+    assert.deepEqual(fake2.calls.sort(), ['adopt kernel', 'mount dead', 'mount fuse', 'unmount dead']);
     assert.deepEqual(['kernel', 'fuse', 'dead', 'idle'].map((n) => again.get(n).Status?.refs), [1, 1, 1, 0]);
     assert.equal(again.get('idle').Status?.mounted, false);
     // Docker's next Unmount of each ID unmounts exactly once.
     await again.unmount('fuse', 'B');
     assert.equal(fake2.mounted.has(path.join(settings.mountRoot, 'fuse')), false);
+    again.close();
+  });
+
+  it('undoes a mount that no container holds (a crash came between the mount and its record)', async () => {
+    const { driver, dir, settings } = await setup();
+    await driver.create('orphan', opts);
+    await driver.create('held', opts);
+    await driver.mount('held', 'A');
+    driver.close();
+    const fake2 = new FakeBackend();
+    fake2.mounted.add(path.join(settings.mountRoot, 'orphan'));
+    fake2.mounted.add(path.join(settings.mountRoot, 'held'));
+    const { driver: again } = await fakeDriver(dir, fake2);
+    const report = await again.restore();
+    assert.deepEqual([report.adopted, report.released], [['held'], ['orphan']]);
+    assert.deepEqual([...fake2.mounted], [path.join(settings.mountRoot, 'held')]);
+    await again.remove('orphan'); // `docker volume rm` works again
     again.close();
   });
 

@@ -4,7 +4,7 @@ import { access, constants } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files.js';
-import { FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
+import { adoptFuseClient, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
 import { probeTcp, resolveHost } from '../../host/net.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
@@ -12,6 +12,7 @@ import { resolveCredentials, type Credentials } from './credentials.js';
 import { fromSpec, OSS_KEYS, toSpec, type OssSpec } from './options.js';
 
 type Client = 's3fs' | 'ossfs';
+const CLIENTS: readonly Client[] = ['s3fs', 'ossfs'];
 
 const CLIENT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -93,6 +94,19 @@ async function requireReachable(url: string): Promise<void> {
   }
 }
 
+/**
+ * Inside the managed plugin, the process whose root shows the host's cgroupfs; undefined for a
+ * plain host process, whose clients are not in a cgroup that is killed with it.
+ */
+async function hostPidForClients(ctx: BackendContext): Promise<number | undefined> {
+  try {
+    return (await ctx.hostNamespace()).pid;
+  } catch (err) {
+    ctx.log.warn({ err: (err as Error).message }, 'host namespace unknown: FUSE clients stay in the plugin cgroup');
+    return undefined;
+  }
+}
+
 export class OssBackend implements Backend {
   readonly type = 'oss';
   readonly keys = OSS_KEYS;
@@ -141,14 +155,9 @@ export class OssBackend implements Backend {
         deadlineMs: ctx.settings.mountTimeoutMs,
         secrets,
         log: ctx.log,
+        hostPid: await hostPidForClients(ctx),
       });
-      this.daemons.set(target, daemon);
-      void daemon.exited.then((exit) => {
-        if (this.daemons.get(target) !== daemon) return; // unmounted on purpose
-        this.daemons.delete(target);
-        const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-        ctx.onMountLost(name, `${client} ${how}${exit.stderr ? `: ${exit.stderr}` : ''}`);
-      });
+      this.watch(name, target, daemon, ctx);
     } catch (err) {
       if (err instanceof FuseMountError) throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}`);
       throw err;
@@ -156,6 +165,24 @@ export class OssBackend implements Backend {
       // The client has read its keys by the time the mount is ready (or it has given up).
       if (credFile) await removeFileQuietly(credFile);
     }
+  }
+
+  /** A mount that outlived an earlier plugin process: watch its client like one of ours. */
+  async adopt(name: string, _options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+    if (this.daemons.has(target)) return;
+    const daemon = await adoptFuseClient(target, CLIENTS);
+    if (daemon) this.watch(name, target, daemon, ctx);
+  }
+
+  /** A client that exits while its mount is in use is reported, so that the driver repairs it. */
+  private watch(name: string, target: string, daemon: FuseDaemon, ctx: BackendContext): void {
+    this.daemons.set(target, daemon);
+    void daemon.exited.then((exit) => {
+      if (this.daemons.get(target) !== daemon) return; // unmounted on purpose
+      this.daemons.delete(target);
+      const how = exit.signal ? `was killed by ${exit.signal}` : exit.code !== undefined ? `exited with code ${exit.code}` : 'exited';
+      ctx.onMountLost(name, `${daemon.command} ${how}${exit.stderr ? `: ${exit.stderr}` : ''}`);
+    });
   }
 
   async unmount(_name: string, _options: VolumeOptions, target: string): Promise<void> {
