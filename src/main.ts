@@ -87,7 +87,9 @@ function installStopHandlers(server: http.Server, driver: VolumeDriver, log: Log
     server.close(() => {
       void driver.flush().finally(() => process.exit(0));
     });
+    // dockerd keeps its connection alive: close each as soon as its call in flight is answered.
     server.closeIdleConnections();
+    setInterval(() => server.closeIdleConnections(), 50).unref();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -178,7 +178,10 @@ async function startTime(pid: number): Promise<string | undefined> {
   return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
 }
 
-/** Every running FUSE client of the given commands, by the mountpoint in its argv ([cmd, source, target, ...]). */
+/**
+ * Every running FUSE client of the given commands, by the mountpoint in its argv. That is argv[2]
+ * as we start it, but s3fs splits `bucket:/path` in place, so any absolute-path word counts.
+ */
 async function clientsByTarget(commands: readonly string[]): Promise<Map<string, { pid: number; command: string }>> {
   const found = new Map<string, { pid: number; command: string }>();
   const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
@@ -186,7 +189,8 @@ async function clientsByTarget(commands: readonly string[]): Promise<Map<string,
     pids.map(async (p) => {
       const argv = (await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0');
       const command = path.basename(argv[0]!);
-      if (argv.length > 2 && commands.includes(command)) found.set(argv[2]!, { pid: Number(p), command });
+      if (!commands.includes(command)) return;
+      for (const word of argv.slice(1)) if (word.startsWith('/')) found.set(word, { pid: Number(p), command });
     }),
   );
   return found;

@@ -315,7 +315,8 @@ export async function fuseClientPid(pluginPath: string): Promise<number | undefi
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const argv = (await readFile(`/proc/${e}/cmdline`, 'latin1').catch(() => '')).split('\0');
-    if (path.basename(argv[0] ?? '') === 's3fs' && argv[2] === pluginPath) return Number(e);
+    // s3fs splits its `bucket:/path` argument in place, so the mountpoint's position varies.
+    if (path.basename(argv[0] ?? '') === 's3fs' && argv.slice(1).includes(pluginPath)) return Number(e);
   }
   return undefined;
 }

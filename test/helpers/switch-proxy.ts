@@ -1,9 +1,13 @@
 // A TCP proxy in front of a test server whose behaviour can be switched while it runs, to play a
-// backend that is up, down (nothing listens: connections refused) or blackholed (connections
-// accepted and then never answered, as behind a firewall or a hung server).
+// backend that is up, down (nothing listens: connections refused), blackholed (connections
+// accepted and then never answered, as behind a firewall or a hung server) or slow (each
+// connection forwarded only after a delay).
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
-export type ProxyMode = 'forward' | 'down' | 'blackhole';
+export type ProxyMode = 'forward' | 'down' | 'blackhole' | 'slow';
+
+/** How long a connection waits in 'slow' mode before it is forwarded. */
+export const SLOW_MS = 1500;
 
 export interface SwitchProxy {
   port: number;
@@ -25,10 +29,16 @@ export async function startSwitchProxy(targetPort: number, host = '127.0.0.1'): 
       server = createServer((client) => {
         track(client);
         if (mode === 'blackhole') return; // held open, never answered
-        const upstream = connect(targetPort, host);
-        track(upstream);
-        upstream.on('error', () => client.destroy());
-        client.pipe(upstream).pipe(client);
+        const forward = () => {
+          const upstream = connect(targetPort, host);
+          track(upstream);
+          upstream.on('error', () => client.destroy());
+          client.pipe(upstream).pipe(client);
+        };
+        if (mode === 'slow') {
+          client.pause(); // what the client sends waits with it
+          setTimeout(forward, SLOW_MS);
+        } else forward();
       });
       server.listen(port, host, () => resolve((server!.address() as { port: number }).port));
     });

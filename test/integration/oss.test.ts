@@ -6,11 +6,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
-import { processesWith } from '../helpers/docker.js';
+import { fuseClientPid, processesWith } from '../helpers/docker.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
 import { startPlugin, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
-import { startSwitchProxy } from '../helpers/switch-proxy.js';
+import { SLOW_MS, startSwitchProxy } from '../helpers/switch-proxy.js';
 
 const SECRET = 'Integration-Secret-7f3a9';
 const ID = (n: number) => String(n).repeat(64).slice(0, 64);
@@ -265,6 +265,52 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.deepEqual((await call('Unmount', { Name: 'durable', ID: ID(1) })).json, { Err: '' });
     assert.equal(await fuseMountAt(path.join(plugin.mountRoot, 'durable')), undefined);
   });
+
+  it('an adopted client (one that outlived the plugin process) that dies is noticed and replaced', async () => {
+    await call('Create', { Name: 'adopted', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
+    const mp = String((await call('Mount', { Name: 'adopted', ID: ID(1) })).json.Mountpoint);
+    plugin = await plugin.restart();
+    await waitUntil(async () => /"adopted":1,"remounted":0/.test(plugin.output()));
+    const first = s3fsPid(await s3fsCommandLineWithPid(mp));
+    process.kill(first, 'SIGKILL');
+    await waitUntil(async () => {
+      const line = await s3fsCommandLineWithPid(mp);
+      return line !== '' && s3fsPid(line) !== first && (await readFile(path.join(mp, 'hello.txt'), 'utf8').catch(() => '')) !== '';
+    });
+    assert.match(plugin.output(), /"volume":"adopted","reason":"mount lost: s3fs exited/);
+    assert.deepEqual((await call('Unmount', { Name: 'adopted', ID: ID(1) })).json, { Err: '' });
+    assert.equal(await fuseMountAt(mp), undefined);
+  });
+
+  it('SIGTERM while a Mount is in flight: the call is answered, recorded, the mount stays, and the next process adopts it', async (t) => {
+    const proxy = await startSwitchProxy(s3.port);
+    t.after(() => proxy.close());
+    await call('Create', { Name: 'inflight', Opts: { type: 'oss', bucket: 'bucket-one', url: `http://127.0.0.1:${proxy.port}`, credentials: 'local' } });
+    await proxy.setMode('slow'); // s3fs's check of the bucket takes SLOW_MS
+    const mp = path.join(plugin.mountRoot, 'inflight');
+    const answer = call('Mount', { Name: 'inflight', ID: ID(1) });
+    await waitUntil(async () => (await fuseClientPid(mp)) !== undefined);
+    const exited = new Promise<number | null>((r) => plugin.child.once('exit', (code) => r(code)));
+    const t0 = Date.now();
+    plugin.child.kill('SIGTERM');
+    const r = await answer;
+    const answeredMs = Date.now() - t0;
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.Mountpoint, mp);
+    assert.equal(await exited, 0);
+    const exitMs = Date.now() - t0;
+    t.diagnostic(`Mount answered ${answeredMs} ms after SIGTERM; process exited after ${exitMs} ms`);
+    assert.ok(answeredMs > 200 && answeredMs < SLOW_MS + 3000, `answered ${answeredMs} ms after SIGTERM`);
+    assert.ok(exitMs < 10_000, 'exits within dockerd\'s 10 s');
+    await proxy.setMode('forward');
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n', 'the mount stays after the stop');
+
+    plugin = await startPlugin(plugin.dir, { OSSNAS_MOUNT_TIMEOUT: '6' });
+    await waitUntil(async () => /"adopted":1,"remounted":0/.test(plugin.output()));
+    assert.equal(((await call('Get', { Name: 'inflight' })).json.Volume as { Status: Record<string, unknown> }).Status.refs, 1);
+    assert.deepEqual((await call('Unmount', { Name: 'inflight', ID: ID(1) })).json, { Err: '' });
+    assert.equal(await fuseMountAt(mp), undefined);
+  });
 });
 
 async function readMountOptions(target: string): Promise<string> {
@@ -279,12 +325,9 @@ async function s3fsCommandLine(target: string): Promise<string> {
 
 /** 'PID: argv' of the s3fs process serving `target`, or '' if none runs. */
 async function s3fsCommandLineWithPid(target: string): Promise<string> {
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (path.basename(argv[0] ?? '') === 's3fs' && argv.includes(target)) return `${pid}: ${argv.join(' ')}`;
-  }
-  return '';
+  const pid = await fuseClientPid(target);
+  const argv = pid && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => ''));
+  return argv ? `${pid}: ${argv.split('\0').join(' ').trim()}` : '';
 }
 
 function s3fsPid(line: string): number {
