@@ -32,6 +32,14 @@ describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs ins
     assert.equal(r.status, 200, `mount ${name}: ${r.text}`);
     return String(r.json.Mountpoint);
   };
+  const status = async (name: string) => ((await call('Get', { Name: name })).json.Volume as { Status: Record<string, unknown> }).Status;
+  const waitUntil = async (check: () => Promise<boolean>, timeoutMs: number) => {
+    const t0 = Date.now();
+    while (!(await check())) {
+      if (Date.now() - t0 > timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
   const unmount = async (name: string, id: number) => {
     const r = await call('Unmount', { Name: name, ID: ID(id) });
     assert.deepEqual(r.json, { Err: '' }, `unmount ${name}`);
@@ -169,6 +177,38 @@ describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs ins
     t.diagnostic(`first Mount after the server came back: ${Date.now() - t0} ms`);
     assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from nfs\n');
     await unmount('dead', 3);
+  });
+
+  it('the server stopped across a plugin restart: listed and answered at once, repaired once the server is back', async (t) => {
+    await create('across', { path: EXPORT, vers: '4.1' });
+    const mp = await mount('across', 11);
+    await nfsd('stop');
+    try {
+      plugin = await plugin.restart();
+      // Under TCG loading the app takes seconds; what must not wait is a call once it is up,
+      // while the restore is busy with the dead server.
+      await waitUntil(async () => /"msg":"state loaded"/.test(plugin.output()), 30_000);
+      const t0 = Date.now();
+      const listed = (await call('List', {})).json.Volumes as Array<{ Name: string }>;
+      const st = ((await call('Get', { Name: 'across' })).json.Volume as { Status: Record<string, unknown> }).Status;
+      const answeredMs = Date.now() - t0;
+      assert.ok(listed.some((v) => v.Name === 'across'), 'still listed');
+      assert.equal(st.refs, 1, 'the reference survived');
+      assert.ok(answeredMs < 1000, `List and Get took ${answeredMs} ms`);
+      await waitUntil(async () => /not reachable/.test(String((await status('across')).lastError)), 30_000);
+    } finally {
+      await nfsd('start');
+    }
+    const t1 = Date.now();
+    await waitUntil(async () => {
+      const st = await status('across');
+      return st.mounted === true && st.health === 'ok';
+    }, 90_000);
+    t.diagnostic(`served again ${Date.now() - t1} ms after the server came back (retries back off up to 60 s)`);
+    assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from nfs\n');
+    assert.match(plugin.output(), /"volume":"across","attempt":\d+,"msg":"mount restored"/);
+    await unmount('across', 11);
+    assert.equal(await mountAt(mp), undefined);
   });
 });
 

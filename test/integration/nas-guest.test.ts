@@ -27,7 +27,7 @@ describe('NAS volumes in an NFS guest kernel (qemu)', { skip: rootSkipReason(), 
       });
     }
     const passed = results.filter((x) => x.ok && !x.skipped).length;
-    assert.ok(passed >= 11, `expected the guest suites to run (at least 11 passing tests), got ${passed}; output:\n${output.slice(-6000)}`);
+    assert.ok(passed >= 12, `expected the guest suites to run (at least 12 passing tests), got ${passed}; output:\n${output.slice(-6000)}`);
     assert.equal(r.exitCode, 0, `the guest run failed; output:\n${output.slice(-6000)}`);
   });
 });
