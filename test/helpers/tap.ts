@@ -6,6 +6,8 @@ export interface TapResult {
   ok: boolean;
   skipped: boolean;
   detail: string;
+  /** What the test printed with t.diagnostic (node writes it after the result line). */
+  diagnostics: string[];
 }
 
 /** The leaf results of a TAP stream from node's test runner (suites are reported as their tests). */
@@ -19,7 +21,8 @@ export function parseTap(tap: string): TapResult[] {
     const block: string[] = [];
     for (let j = i + 1; j < lines.length && !/^\s*(not ok|ok) \d+ - /.test(lines[j]!) && !/^\s*# Subtest/.test(lines[j]!); j++) block.push(lines[j]!);
     if (block.some((l) => /type: 'suite'/.test(l))) continue;
-    results.push({ name: m[3]!, ok: m[2] === 'ok', skipped: !!m[5], detail: block.join('\n') });
+    const diagnostics = block.map((l) => /^\s*# (.*)$/.exec(l)?.[1]).filter((d): d is string => d !== undefined);
+    results.push({ name: m[3]!, ok: m[2] === 'ok', skipped: !!m[5], detail: block.join('\n'), diagnostics });
   }
   return results;
 }

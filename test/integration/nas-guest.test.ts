@@ -22,7 +22,8 @@ describe('NAS volumes in an NFS guest kernel (qemu)', { skip: rootSkipReason(), 
     t.diagnostic(`guest run: ${((Date.now() - t0) / 1000).toFixed(1)} s, exit ${r.exitCode}`);
     const results = parseTap(output);
     for (const res of results) {
-      await t.test(res.name, { skip: res.skipped }, () => {
+      await t.test(res.name, { skip: res.skipped }, (tt) => {
+        for (const d of res.diagnostics) tt.diagnostic(d);
         if (!res.ok) assert.fail(`in the guest:\n${res.detail}`);
       });
     }

@@ -53,6 +53,7 @@ describe('TAP from a run elsewhere', () => {
       '      ---',
       '      duration_ms: 3',
       '      ...',
+      '    # took 12 ms',
       '    # Subtest: breaks',
       '    not ok 2 - breaks',
       '      ---',
@@ -69,5 +70,6 @@ describe('TAP from a run elsewhere', () => {
     const r = parseTap(tap);
     assert.deepEqual(r.map((x) => [x.name, x.ok, x.skipped]), [['works', true, false], ['breaks', false, false], ['later', true, true]]);
     assert.match(r[1]!.detail, /expected 1, got 2/);
+    assert.deepEqual(r.map((x) => x.diagnostics), [['took 12 ms'], [], []]);
   });
 });
