@@ -16,6 +16,7 @@ import {
   fuseClientPid,
   installPlugin,
   isMountpoint,
+  isRunning,
   pluginPid,
   requireDocker,
   TEST_IMAGE,
@@ -127,7 +128,46 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
       assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, vol)), false);
     }
     // The adopted client ends with its mount: nothing is left running outside the plugin.
-    await waitFor('the adopted s3fs to exit', async () => (await readFile(`/proc/${client}/cmdline`).catch(() => undefined)) === undefined);
+    await waitFor('the adopted s3fs to exit', async () => !(await isRunning(client)));
     for (const vol of [OSS, DISK]) await docker(['volume', 'rm', vol]);
+  });
+
+  it('docker plugin disable -f and enable while a container writes to an OSS volume: it keeps writing, and nothing is left over', async (t) => {
+    const vol = `${OSS}-de`;
+    const holder = `${holders.oss}-de`;
+    t.after(() => dockerResult(['rm', '-f', holder]));
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`, '-o', 'credentials=local', '-o', 'path=/de', vol]);
+    await docker(['run', '-d', '--name', holder, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(vol), TEST_IMAGE, 'sh', '-c', WRITER]);
+    await waitFor('mounted', async () => (await volumeStatus(vol)).mounted === true);
+    const client = await fuseClientPid(`/mnt/volumes/${vol}`);
+    assert.ok(client, 'found the s3fs client');
+
+    // Disabled: dockerd unmounts the propagated mount, but the container's own mount of the
+    // same filesystem keeps the client serving it.
+    await docker(['plugin', 'disable', '-f', PLUGIN]);
+    const ticks = async () => Number((await docker(['exec', holder, 'sh', '-c', 'wc -l < /data/ticks'])).trim());
+    const n1 = await ticks();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok((await ticks()) > n1, 'the container keeps writing while the plugin is disabled');
+    await docker(['plugin', 'enable', PLUGIN]);
+    assert.equal((await dockerResult(['exec', holder, 'cat', '/tmp/failed'])).exitCode, 1, 'no append failed');
+
+    // Enabled again: the volume is still held once, and a new container gets a working mount.
+    await waitFor('the volume to serve again', async () => {
+      const s = await volumeStatus(vol).catch(() => ({}) as Record<string, unknown>);
+      return s.refs === 1 && s.mounted === true && s.health === 'ok';
+    }, 30_000, 100);
+    const r = await dockerResult(['run', '--rm', '--mount', mountArg(vol), TEST_IMAGE, 'sh', '-c', 'test -s /data/ticks && echo ok']);
+    assert.equal(r.stdout, 'ok', r.stderr);
+
+    // When the container stops, the volume is unmounted and every client of it ends.
+    await docker(['rm', '-f', holder]);
+    await waitFor('unmounted after the last container', async () => {
+      const s = await volumeStatus(vol);
+      return s.refs === 0 && s.mounted === false;
+    });
+    await waitFor('every s3fs of the volume to exit', async () => (await fuseClientPid(`/mnt/volumes/${vol}`)) === undefined);
+    assert.equal(await isRunning(client), false, 'the first client ended too');
+    await docker(['volume', 'rm', vol]);
   });
 });

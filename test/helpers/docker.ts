@@ -321,6 +321,13 @@ export async function fuseClientPid(pluginPath: string): Promise<number | undefi
   return undefined;
 }
 
+/** Whether a process runs: it exists and is not a zombie (an orphan's zombie may wait long for its reaper). */
+export async function isRunning(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => '');
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== '' && state !== 'Z' && state !== 'X';
+}
+
 /** The plugin's node process: the one whose cgroup names the plugin's id. */
 export async function pluginPid(id: string): Promise<number | undefined> {
   for (const e of readdirSync('/proc')) {
