@@ -72,15 +72,23 @@ export function normalizeSubPath(value: string): string {
   return parts.length ? `/${parts.join('/')}` : '/';
 }
 
+/**
+ * A string option checked and normalised by `parse`: what it throws becomes the option's message
+ * (describeIssues then names the key).
+ */
+export function parsedString<T>(parse: (value: string) => T, schema: z.ZodString = z.string()) {
+  return schema.transform((v, ctx) => {
+    try {
+      return parse(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
 /** normalizeSubPath as a schema field. */
-export const subPathOption = z.string().transform((v, ctx) => {
-  try {
-    return normalizeSubPath(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
+export const subPathOption = parsedString(normalizeSubPath);
 
 /** parseBoolean as a schema field. */
 export const booleanOption = z.string().transform((v, ctx) => {

@@ -13,6 +13,7 @@ import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
 import { lazyUnmount } from '../host/unmount.js';
 import { openHostNamespace } from '../host/hostns.js';
 import { isMountpoint, readMounts } from '../host/mountinfo.js';
+import { mountUsers } from '../host/mount-users.js';
 import { probeMount } from '../host/probe.js';
 import type { Logger } from '../log.js';
 import { scrub, secretValues } from '../redact.js';
@@ -36,6 +37,8 @@ export interface DriverHost {
   mountpoints(): Promise<Set<string>>;
   /** undefined when the mount at path serves, else why not. */
   probe(path: string): Promise<string | undefined>;
+  /** Mounts of the filesystem at `path` outside the directories in `ours` (containers holding it). */
+  mountUsers(path: string, ours: readonly string[]): Promise<string[]>;
 }
 
 /** What a restore after start found, by volume name. */
@@ -83,6 +86,7 @@ export class VolumeDriver {
       isMountpoint,
       mountpoints: async () => new Set((await readMounts()).map((m) => m.mountPoint)),
       probe: probeMount,
+      mountUsers,
     },
   ): Promise<VolumeDriver> {
     const db = await openState(settings.stateDir);
@@ -153,11 +157,19 @@ export class VolumeDriver {
       const refs = refCount(v);
       const target = this.mountpoint(volume);
       if (refs > 0 || v.mounted || (await this.host.isMountpoint(target))) {
-        throw new VolumeError(
-          'in-use',
-          `volume ${volume} is in use (${refs} mount reference${refs === 1 ? '' : 's'}` +
-            `${v.mounted ? ', mounted' : ''}); stop the containers using it first`,
-        );
+        // Docker sends Remove only when no container of its own refers to the volume, so our
+        // references may be stale (an Unmount lost while the plugin was down). The mount table
+        // decides: a container that still holds the volume has it mounted in its namespace.
+        const users = await this.host.mountUsers(target, await this.ownMountRoots());
+        if (users.length > 0) {
+          throw new VolumeError(
+            'in-use',
+            `volume ${volume} is in use (${refs} mount reference${refs === 1 ? '' : 's'}, mounted in ` +
+              `${users.length} other mount namespace${users.length === 1 ? '' : 's'}: ${users.slice(0, 3).join(', ')}); ` +
+              'stop the containers using it first',
+          );
+        }
+        await this.releaseStale(v, target, 'Remove');
       }
       // Only an empty, unmounted local directory is removed: never data in the backend.
       const outcome = await removeEmptyMountpoint(target);
@@ -178,6 +190,14 @@ export class VolumeDriver {
     return this.lock.run(volume, async () => {
       const v = this.require(volume);
       const target = this.mountpoint(volume);
+      if (v.mounts[mountId] && (await this.host.mountUsers(target, await this.ownMountRoots())).length === 0) {
+        // The same ID again while nothing holds the mount: not `docker cp` on a running container
+        // (its container would hold it) but a container started again after a dockerd crash,
+        // whose earlier Mount never got its Unmount. Counting it twice would keep the volume
+        // mounted for ever.
+        this.log.warn({ volume, id: mountId, count: v.mounts[mountId] }, 'mount ID sent again with no Unmount; its earlier count was stale');
+        delete v.mounts[mountId];
+      }
       // Mount for real when nobody holds it, when it is recorded but no longer there, or when
       // it is there but no longer serves (its FUSE client died, e.g. with an earlier plugin process).
       let needed = refCount(v) === 0 || !v.mounted || !(await this.host.isMountpoint(target));
@@ -368,6 +388,33 @@ export class VolumeDriver {
     });
     if (outcome === 'failed') this.retryLater(name, attempt + 1);
     return outcome;
+  }
+
+  /** The mount root as we see it and as the host sees it: mounts there are the plugin's own. */
+  private async ownMountRoots(): Promise<string[]> {
+    const roots = [this.settings.mountRoot];
+    try {
+      roots.push(await (await this.ctx.hostNamespace()).hostPath(this.settings.mountRoot));
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'host path of the mount root unknown');
+    }
+    return roots;
+  }
+
+  /** Forgets references that no container holds, and undoes the mount they kept. */
+  private async releaseStale(v: VolumeRecord, target: string, during: string): Promise<void> {
+    this.log.warn({ volume: v.name, during, staleIds: Object.keys(v.mounts) }, 'references that no container holds were released');
+    if (v.mounted || (await this.host.isMountpoint(target))) {
+      try {
+        await backendFor(this.backends, v.options).unmount(v.name, v.options, target, this.ctx);
+      } catch (err) {
+        const message = await this.recordError(v, (err as Error).message);
+        throw new VolumeError('backend', `volume ${v.name}: ${message}`);
+      }
+    }
+    v.mounts = {};
+    v.mounted = false;
+    await this.db.write();
   }
 
   /** Undoes a mount that no container holds; a failure is logged and left for the next Mount. */

@@ -10,6 +10,7 @@ import { listen } from '../../src/api/listen.js';
 import { createApp } from '../../src/api/server.js';
 import { PluginClient } from '../helpers/docker-client.js';
 import { memoryLogger, tempDir } from '../helpers/env.js';
+import type { FakeBackend } from '../helpers/fake-backend.js';
 import { fakeDriver } from '../helpers/fake-driver.js';
 import { REPO_ROOT, waitForSocket } from '../helpers/plugin-process.js';
 
@@ -18,13 +19,16 @@ const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
 let server: http.Server;
 let client: PluginClient;
 let mountRoot: string;
+let fake: FakeBackend;
 let cleanup: () => Promise<void>;
 const { log, lines } = memoryLogger();
 
 before(async () => {
   const t = await tempDir();
   cleanup = t.cleanup;
-  const { driver, settings } = await fakeDriver(t.dir);
+  const made = await fakeDriver(t.dir);
+  const { driver, settings } = made;
+  fake = made.fake;
   mountRoot = settings.mountRoot;
   server = await listen(settings.socket, Promise.resolve(createApp(Promise.resolve(driver), log).callback()));
   client = new PluginClient(settings.socket);
@@ -79,9 +83,11 @@ describe('volume lifecycle over the wire', () => {
     r = await client.call('VolumeDriver.Mount', { Name: 'web', ID: id });
     assert.deepEqual([r.status, r.json], [200, { Mountpoint: path.join(mountRoot, 'web'), Err: '' }]);
 
+    fake.users.set(path.join(mountRoot, 'web'), ['PID 42: /data']); // a container holds it
     r = await client.call('VolumeDriver.Remove', { Name: 'web' });
     assert.equal(r.status, 500);
     assert.match(String(r.json.Err), /volume web is in use/);
+    fake.users.clear();
 
     r = await client.call('VolumeDriver.Unmount', { Name: 'web', ID: id });
     assert.deepEqual([r.status, r.json], [200, { Err: '' }]);

@@ -10,6 +10,8 @@ export class FakeBackend implements Backend {
   /** Mounts still in the table whose client no longer answers. */
   readonly dead = new Set<string>();
   readonly calls: string[] = [];
+  /** Containers holding a mount, by mountpoint ("PID n: /path"), for the driver's mountUsers. */
+  readonly users = new Map<string, string[]>();
   failNextUnmount = false;
   /** How many of the next mounts fail (a backend that is down for a while). */
   failNextMounts = 0;

@@ -14,6 +14,7 @@ export async function fakeDriver(dir: string, fake = new FakeBackend()) {
     isMountpoint: async (p) => fake.mounted.has(p),
     mountpoints: async () => new Set(fake.mounted),
     probe: async (p) => (fake.dead.has(p) ? `${p}: ENOTCONN` : undefined),
+    mountUsers: async (p) => (fake.mounted.has(p) ? (fake.users.get(p) ?? []) : []),
   });
   return { driver, fake, settings, lines };
 }

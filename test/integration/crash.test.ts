@@ -30,8 +30,11 @@ async function burst(client: PluginClient, c: number, ledger: Ledger, stop: { no
   const disk = `c${c}-disk`;
   while (!stop.now) {
     const name = `c${c}-v${rand(6)}`;
-    const id = `id${rand(3)}`;
+    // Each Mount a new ID, as each container start is; each Unmount one of the IDs still held.
+    // (An ID mounted again while nothing holds the mount means a stale count, and is not counted twice.)
+    const held = [...ledger.refs].filter(([, n]) => n > 0).map(([k]) => k);
     const kind = rand(4);
+    const id = kind === 2 ? `id${c}-${Date.now().toString(36)}-${rand(1e6)}` : (held[rand(held.length)] ?? 'none');
     try {
       if (kind === 0) {
         ledger.inFlight = { op: 'create', name };

@@ -1,7 +1,7 @@
 // Real s3fs against a real S3 server (s3rver), through the plugin's API, with the program running
 // as a plain host process. Needs root (FUSE mounts).
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
@@ -80,8 +80,6 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     await call('Unmount', { Name: 'shared', ID: ID(2) });
     assert.ok(await fuseMountAt(mp));
     assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n');
-    const r = await call('Remove', { Name: 'shared' });
-    assert.match(String(r.json.Err), /in use/);
     await call('Unmount', { Name: 'shared', ID: ID(3) });
     assert.equal(await fuseMountAt(mp), undefined);
     assert.deepEqual((await call('Remove', { Name: 'shared' })).json, { Err: '' });
@@ -280,6 +278,29 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.match(plugin.output(), /"volume":"adopted","reason":"mount lost: s3fs exited/);
     assert.deepEqual((await call('Unmount', { Name: 'adopted', ID: ID(1) })).json, { Err: '' });
     assert.equal(await fuseMountAt(mp), undefined);
+  });
+
+  it('references no container holds are released by Remove; a mount held in another namespace is not', async (t) => {
+    await call('Create', { Name: 'drift', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
+    const mp = String((await call('Mount', { Name: 'drift', ID: ID(1) })).json.Mountpoint);
+    // A "container": its own mount namespace with a bind mount of the volume.
+    const holderDir = path.join(plugin.dir, 'container-data');
+    await mkdir(holderDir, { recursive: true });
+    const holder = execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', `mount --bind ${mp} ${holderDir} && echo ready && exec sleep 120`], { reject: false });
+    t.after(() => holder.kill('SIGKILL'));
+    await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+    let r = await call('Remove', { Name: 'drift' });
+    assert.match(String(r.json.Err), new RegExp(`volume drift is in use \\(1 mount reference, mounted in 1 other mount namespace: PID \\d+: ${holderDir}\\)`));
+    assert.ok(await fuseMountAt(mp), 'still mounted');
+
+    // The container is gone but its Unmount never came (the plugin was down): Remove settles it.
+    holder.kill('SIGKILL');
+    await holder;
+    r = await call('Remove', { Name: 'drift' });
+    assert.deepEqual(r.json, { Err: '' });
+    assert.equal(await fuseMountAt(mp), undefined);
+    assert.match(plugin.output(), /"volume":"drift","during":"Remove","staleIds":\["1+"\]/);
+    assert.ok((await s3.keys('bucket-one')).includes('hello.txt'), 'the data stays');
   });
 
   it('SIGTERM while a Mount is in flight: the call is answered, recorded, the mount stays, and the next process adopts it', async (t) => {

@@ -66,15 +66,27 @@ describe('Mount and Unmount', () => {
   });
 
   it('count the same ID twice (docker cp on a running container) and need two Unmounts', async () => {
-    const { driver, fake } = await setup();
+    const { driver, fake, settings } = await setup();
     await driver.create('v', opts);
     await driver.mount('v', 'A');
+    fake.users.set(path.join(settings.mountRoot, 'v'), ['PID 42: /data']); // the running container
     await driver.mount('v', 'A');
     await driver.unmount('v', 'A');
     assert.equal(fake.mounted.size, 1);
     assert.equal(driver.get('v').Status?.refs, 1);
     await driver.unmount('v', 'A');
     assert.equal(fake.mounted.size, 0);
+  });
+
+  it('the same ID again while no container holds the mount (after a dockerd crash) replaces its stale count', async () => {
+    const { driver, fake, lines } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A'); // the container then died with dockerd: no Unmount
+    await driver.mount('v', 'A'); // started again with its persisted ID
+    assert.equal(driver.get('v').Status?.refs, 1);
+    assert.match(lines.join('\n'), /mount ID sent again with no Unmount/);
+    await driver.unmount('v', 'A');
+    assert.equal(fake.mounted.size, 0, 'the last Unmount unmounts');
   });
 
   it('Unmount of an unknown ID or volume succeeds and changes nothing', async () => {
@@ -143,15 +155,30 @@ describe('Mount and Unmount', () => {
 });
 
 describe('Remove', () => {
-  it('refuses while mounted or referenced, saying why', async () => {
-    const { driver } = await setup();
+  it('refuses while a container holds the mount, saying why', async () => {
+    const { driver, fake, settings } = await setup();
     await driver.create('v', opts);
     await driver.mount('v', 'A');
-    await assert.rejects(driver.remove('v'), err('in-use', /volume v is in use \(1 mount reference, mounted\)/));
+    fake.users.set(path.join(settings.mountRoot, 'v'), ['PID 42: /data']);
+    await assert.rejects(
+      driver.remove('v'),
+      err('in-use', /volume v is in use \(1 mount reference, mounted in 1 other mount namespace: PID 42: \/data\); stop the containers/),
+    );
+    fake.users.clear();
     await driver.unmount('v', 'A');
     await driver.remove('v');
     assert.throws(() => driver.get('v'), err('not-found', /not found/));
     await assert.rejects(driver.remove('v'), err('not-found', /not found/));
+  });
+
+  it('releases references no container holds (an Unmount lost while the plugin was down), then removes', async () => {
+    const { driver, fake, lines } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    await driver.remove('v');
+    assert.deepEqual([fake.calls, fake.mounted.size], [['mount v', 'unmount v'], 0]);
+    assert.match(lines.join('\n'), /references that no container holds were released.*"staleIds":\["A"\]|"staleIds":\["A"\].*references that no container holds/);
+    assert.throws(() => driver.get('v'), err('not-found', /not found/));
   });
 
   it('deletes at most an empty mountpoint directory, never files in it', async () => {

@@ -5,7 +5,7 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parseVolumeOptions, createBackends } from '../../src/backends/index.js';
-import { requireNfsSupport } from '../../src/backends/nas/index.js';
+import { mountFailure, requireNfsSupport } from '../../src/backends/nas/index.js';
 import { DEFAULT_NFS_OPTIONS, fromSpec, nfsMountArgs, nfsPort, nfsSource, toSpec } from '../../src/backends/nas/options.js';
 import type { HostNamespace } from '../../src/host/hostns.js';
 import { probeTcp, resolveHost } from '../../src/host/net.js';
@@ -121,5 +121,25 @@ describe('nas preconditions', () => {
     assert.ok(Date.now() - t0 < 1000);
     assert.equal(await resolveHost('10.1.2.3', 100), '10.1.2.3');
     await assert.rejects(resolveHost('no-such-host.invalid', 3000), /cannot resolve no-such-host\.invalid/);
+  });
+});
+
+describe('NAS: mount failures in words a user can act on', () => {
+  const spec = toSpec({ type: 'nas', server: 'filer.example', path: '/export', vers: '4.1' });
+  const said = (text: string) => mountFailure(spec, '/export', new Error(text), 8000).message;
+
+  it('names the cause from mount\'s own words, and keeps them', () => {
+    assert.match(said('mount.nfs: requested NFS version or transport protocol is not supported'), /does not serve filer\.example:\/export over NFS v4\.1; try another 'vers'/);
+    assert.match(said('mount(2): Protocol not supported'), /does not serve .* over NFS v4\.1/);
+    assert.match(said('mount(2): No such file or directory'), /filer\.example:\/export does not exist on the server \(mount\(2\): No such file or directory\)/);
+    assert.match(said('mount(2): Permission denied'), /refused filer\.example:\/export .* check that it exports the path to this host/);
+    assert.match(said('mount: unknown filesystem type \'nfs4\''), /the host kernel cannot mount NFS v4\.1/);
+  });
+
+  it('does not blame the version for a message that merely mentions one', () => {
+    assert.equal(
+      said('mount(2): Connection reset by peer (server version 2.6)'),
+      'mounting filer.example:/export (NFS v4.1) failed: mount(2): Connection reset by peer (server version 2.6)',
+    );
   });
 });

@@ -46,7 +46,7 @@ export async function requireNfsSupport(
 }
 
 /** Turns mount's own words into the error a user can act on. */
-function mountFailure(spec: NasSpec, exportPath: string, err: unknown, timeoutMs: number): BackendError {
+export function mountFailure(spec: NasSpec, exportPath: string, err: unknown, timeoutMs: number): BackendError {
   const source = nfsSource({ server: spec.server, path: exportPath });
   if (err instanceof CommandError && err.exitCode === undefined && /timed out/.test(err.message)) {
     return new BackendError(`mounting ${source} (NFS v${spec.vers}) did not finish within ${Math.round(timeoutMs / 1000)} s; the server accepts connections but does not answer NFS requests`);
@@ -61,7 +61,9 @@ function mountFailure(spec: NasSpec, exportPath: string, err: unknown, timeoutMs
   if (/access denied|permission denied|not permitted/i.test(said)) {
     return new BackendError(`the NFS server refused ${source} (NFS v${spec.vers}): check that it exports the path to this host (${said})`);
   }
-  if (/protocol not supported|program not registered|version/i.test(said)) {
+  // "requested NFS version or transport protocol is not supported", "program not registered",
+  // "Protocol not supported": not any message that merely mentions a version.
+  if (/protocol not supported|program not registered|version (or transport protocol )?is not supported|version mismatch/i.test(said)) {
     return new BackendError(`the NFS server does not serve ${source} over NFS v${spec.vers}; try another 'vers' (${said})`);
   }
   return new BackendError(`mounting ${source} (NFS v${spec.vers}) failed: ${said}`);

@@ -2,7 +2,7 @@
 // write. Values are normalised so that one volume written two ways compares equal.
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, subPathOption } from '../options.js';
+import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, parsedString, subPathOption } from '../options.js';
 
 export const NAS_KEYS = ['type', 'server', 'path', 'vers', 'options', 'mode', 'readonly'] as const;
 
@@ -108,22 +108,11 @@ export function normalizeServer(value: string): string {
   return v.replace(/\.$/, '').toLowerCase();
 }
 
-function refineWith<T>(fn: (v: string) => T) {
-  return z.string().transform((v, ctx) => {
-    try {
-      return fn(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      return z.NEVER;
-    }
-  });
-}
-
 const VERSIONS: Record<string, NfsVersion> = { '3': '3', '4': '4.0', '4.0': '4.0', '4.1': '4.1' };
 
 const schema = z.object({
   type: z.literal('nas'),
-  server: refineWith(normalizeServer),
+  server: parsedString(normalizeServer),
   path: subPathOption.optional(),
   vers: z
     .string()
@@ -131,7 +120,7 @@ const schema = z.object({
     .pipe(z.enum(Object.keys(VERSIONS) as [string, ...string[]], { error: "expected 3, 4.0 or 4.1 ('4' means 4.0)" }))
     .transform((v) => VERSIONS[v]!)
     .optional(),
-  options: refineWith(parseNfsOptions).optional(),
+  options: parsedString(parseNfsOptions).optional(),
   mode: z
     .string()
     .regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as 0755 or 775')

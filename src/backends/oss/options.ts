@@ -1,7 +1,7 @@
 // The `type=oss` option table of design.md, as a schema. Values are normalised so that the same
 // volume written two ways compares equal (idempotent Create).
 import { z } from 'zod';
-import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, subPathOption } from '../options.js';
+import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, parsedString, subPathOption } from '../options.js';
 import { formatOtherOpts, parseOtherOpts } from './other-opts.js';
 
 export const OSS_KEYS = [
@@ -56,14 +56,7 @@ export function normalizeEndpoint(value: string): string {
   return `${u.protocol}//${u.host}`;
 }
 
-const endpoint = z.string({ error: 'the endpoint, e.g. oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000' }).transform((v, ctx) => {
-  try {
-    return normalizeEndpoint(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
+const endpoint = parsedString(normalizeEndpoint, z.string({ error: 'the endpoint, e.g. oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000' }));
 
 const id = z
   .string()
@@ -99,17 +92,13 @@ const schema = z
       .transform((v) => Number.parseInt(v, 8).toString(8).padStart(3, '0'))
       .optional(),
     readonly: booleanOption.optional(),
-    otherOpts: z
-      .string()
-      .transform((v, ctx) => {
-        try {
-          return formatOtherOpts(parseOtherOpts(v));
-        } catch (e) {
-          ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^invalid option 'otherOpts': /, '') });
-          return z.NEVER;
-        }
-      })
-      .optional(),
+    otherOpts: parsedString((v) => {
+      try {
+        return formatOtherOpts(parseOtherOpts(v));
+      } catch (e) {
+        throw new Error((e as Error).message.replace(/^invalid option 'otherOpts': /, ''));
+      }
+    }).optional(),
   })
   .superRefine((o, ctx) => {
     const inline = o.akId !== undefined || o.akSecret !== undefined || o.securityToken !== undefined;
