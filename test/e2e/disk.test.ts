@@ -11,14 +11,12 @@ import {
   CONTAINER_LABEL,
   docker,
   dockerResult,
-  ensureBusyboxImage,
-  installPlugin,
   isMountpoint,
-  requireDocker,
   TEST_IMAGE,
   volumeStatus,
   type InstalledPlugin,
 } from '../helpers/docker.js';
+import { setUpPlugin, type E2eSetup } from '../helpers/e2e-setup.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
 
 const PLUGIN = 'ossnas-disk-e2e';
@@ -33,22 +31,17 @@ async function run(cmd: string): Promise<{ exitCode: number; stdout: string; std
 const status = () => volumeStatus(VOL);
 
 describe('disk volumes in the managed plugin', { skip: rootSkipReason(), timeout: 600_000 }, () => {
+  let setup: E2eSetup | undefined;
   let plugin: InstalledPlugin | undefined;
-  const cleanups: Array<() => Promise<unknown>> = [];
   const holder = `ossnas-disk-${RUN}-holder`;
 
   before(async () => {
-    await requireDocker();
-    await ensureBusyboxImage();
-    const state = await tempDir('ossnas-disk-state-');
-    const creds = await tempDir('ossnas-disk-creds-');
-    cleanups.push(state.cleanup, creds.cleanup);
-    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir });
+    setup = await setUpPlugin(PLUGIN);
+    ({ plugin } = setup);
   });
   after(async () => {
     await dockerResult(['rm', '-f', holder]);
-    await plugin?.cleanup();
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    await setup?.cleanup();
   });
 
   it('a container writes, another reads, and the size limit holds', async () => {
@@ -86,7 +79,7 @@ describe('disk volumes in the managed plugin', { skip: rootSkipReason(), timeout
 
   it('an existing block device on the host: formatted when empty, written by one container, read by the next', async (t) => {
     const dir = await tempDir('ossnas-disk-dev-');
-    cleanups.push(dir.cleanup);
+    t.after(dir.cleanup);
     const img = path.join(dir.dir, 'dev.img');
     await writeFile(img, '');
     await truncate(img, 64 * 2 ** 20);

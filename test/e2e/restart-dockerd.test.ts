@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { openSync, closeSync } from 'node:fs';
-import { readFile, readlink, writeFile } from 'node:fs/promises';
+import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
@@ -14,18 +14,16 @@ import {
   CONTAINER_LABEL,
   docker,
   dockerResult,
-  ensureBusyboxImage,
-  installPlugin,
   REPO_ROOT,
   requireDocker,
   TEST_IMAGE,
   volumeStatus,
   volumesOf,
   waitFor,
-  type InstalledPlugin,
 } from '../helpers/docker.js';
-import { rootSkipReason, tempDir } from '../helpers/env.js';
-import { startS3, type S3Server } from '../helpers/s3.js';
+import { setUpPlugin, type E2eSetup } from '../helpers/e2e-setup.js';
+import { rootSkipReason } from '../helpers/env.js';
+import type { S3Server } from '../helpers/s3.js';
 
 const PLUGIN = 'ossnas-dockerd-e2e';
 const RUN = randomBytes(3).toString('hex');
@@ -70,23 +68,17 @@ async function startDaemon(d: Daemon, extra: string[] = []): Promise<void> {
 }
 
 describe('dockerd restarted while containers use ossnas volumes', { skip: rootSkipReason(), timeout: 900_000 }, () => {
-  let plugin: InstalledPlugin | undefined;
+  let setup: E2eSetup | undefined;
   let s3: S3Server;
   let original: Daemon;
   const cleanups: Array<() => Promise<unknown>> = [];
 
   before(async () => {
     await requireDocker();
-    await ensureBusyboxImage();
     original = await currentDaemon();
     if (original.argv.includes('--live-restore')) throw new Error('this test starts dockerd with and without --live-restore itself');
-    s3 = await startS3([BUCKET]);
-    cleanups.push(() => s3.stop());
-    const state = await tempDir('ossnas-dd-state-');
-    const creds = await tempDir('ossnas-dd-creds-');
-    cleanups.push(state.cleanup, creds.cleanup);
-    await writeFile(path.join(creds.dir, 'local'), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
-    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir });
+    setup = await setUpPlugin(PLUGIN, { buckets: [BUCKET] });
+    s3 = setup.s3!;
   });
   after(async () => {
     // Whatever happened, leave the daemon as we found it.
@@ -95,8 +87,8 @@ describe('dockerd restarted while containers use ossnas volumes', { skip: rootSk
       if (now) await stopDaemon(now.pid).catch(() => undefined);
       await startDaemon(original);
     }
-    await plugin?.cleanup();
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    await setup?.cleanup();
   });
 
   for (const liveRestore of [false, true]) {

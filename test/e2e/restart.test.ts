@@ -5,28 +5,26 @@
 // counts stay right. Needs root and dockerd.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   CONTAINER_LABEL,
   docker,
   dockerResult,
-  ensureBusyboxImage,
   fuseClientPid,
-  installPlugin,
   isMountpoint,
   isRunning,
   pluginPid,
-  requireDocker,
   TEST_IMAGE,
   volumeStatus,
   volumesOf,
   waitFor,
   type InstalledPlugin,
 } from '../helpers/docker.js';
-import { rootSkipReason, tempDir } from '../helpers/env.js';
-import { startS3, type S3Server } from '../helpers/s3.js';
+import { setUpPlugin, type E2eSetup } from '../helpers/e2e-setup.js';
+import { rootSkipReason } from '../helpers/env.js';
+import type { S3Server } from '../helpers/s3.js';
 
 const PLUGIN = 'ossnas-restart-e2e';
 const RUN = randomBytes(3).toString('hex');
@@ -38,26 +36,19 @@ const mountArg = (vol: string) => `type=volume,src=${vol},dst=/data,volume-drive
 const WRITER = 'while :; do date >> /data/ticks || echo x >> /tmp/failed; sleep 0.2; done';
 
 describe('the plugin killed with SIGKILL while containers use its volumes', { skip: rootSkipReason(), timeout: 600_000 }, () => {
+  let setup: E2eSetup | undefined;
   let plugin: InstalledPlugin | undefined;
   let s3: S3Server;
-  const cleanups: Array<() => Promise<unknown>> = [];
   const holders = { disk: `ossnas-rs-${RUN}-disk`, oss: `ossnas-rs-${RUN}-oss` };
 
   before(async () => {
-    await requireDocker();
-    await ensureBusyboxImage();
-    s3 = await startS3([BUCKET]);
-    cleanups.push(() => s3.stop());
-    const state = await tempDir('ossnas-rs-state-');
-    const creds = await tempDir('ossnas-rs-creds-');
-    cleanups.push(state.cleanup, creds.cleanup);
-    await writeFile(path.join(creds.dir, 'local'), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
-    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir, env: { LOG_LEVEL: 'debug' } });
+    setup = await setUpPlugin(PLUGIN, { buckets: [BUCKET], env: { LOG_LEVEL: 'debug' } });
+    ({ plugin } = setup);
+    s3 = setup.s3!;
   });
   after(async () => {
     for (const c of Object.values(holders)) await dockerResult(['rm', '-f', c]);
-    await plugin?.cleanup();
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    await setup?.cleanup();
   });
 
   it('keeps every volume, kernel mounts keep serving, new containers work on every volume, references stay right', async (t) => {

@@ -9,8 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
-import { tempDir } from '../helpers/env.js';
-import { startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
+import { finishPlugin, startPluginInTempDir, type PluginProcess } from '../helpers/plugin-process.js';
 
 const EXPORT = '/srv/nfs';
 const ID = (n: number) => String(n % 10).repeat(64);
@@ -20,7 +19,6 @@ const nfsd = (action: 'start' | 'stop') => execa('/usr/local/sbin/ossnas-nfsd', 
 
 describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs inside the NFS guest (scripts/nfs-guest.sh)', timeout: 600_000 }, () => {
   let plugin: PluginProcess;
-  let cleanup: () => Promise<void>;
   const call = (m: string, a: unknown) => plugin.client.call(`VolumeDriver.${m}`, a);
   const mountAt = async (p: string) => (await readMounts()).find((m) => m.mountPoint === p);
   const create = async (name: string, opts: Record<string, string>) => {
@@ -46,15 +44,11 @@ describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs ins
   };
 
   before(async () => {
-    const t = await tempDir();
-    cleanup = t.cleanup;
-    plugin = await startPlugin(t.dir, { OSSNAS_MOUNT_TIMEOUT: '8' });
+    plugin = await startPluginInTempDir({ OSSNAS_MOUNT_TIMEOUT: '8' });
   });
   after(async () => {
     await nfsd('start').catch(() => undefined);
-    await plugin?.stop();
-    for (const m of await readMounts()) if (plugin && m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
-    await cleanup?.();
+    await finishPlugin(plugin);
   });
 
   for (const [vers, fsType] of [['3', 'nfs'], ['4', 'nfs4'], ['4.1', 'nfs4']] as const) {

@@ -1,11 +1,14 @@
 // The real program (dist/main.js) as a plain host process with private directories: the legacy
 // plugin mode, driven over its socket.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { readMounts } from '../../src/host/mountinfo.js';
 import { PluginClient } from './docker-client.js';
+import { tempDir } from './env.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -88,6 +91,27 @@ export async function startPlugin(dir: string, env: Record<string, string> = {})
     },
   };
   return p;
+}
+
+/** The program on a fresh temporary directory: one per suite, ended with finishPlugin. */
+export async function startPluginInTempDir(env: Record<string, string> = {}): Promise<PluginProcess> {
+  return startPlugin((await tempDir()).dir, env);
+}
+
+/**
+ * Stops the program and deletes its directory. Mounts a failed test left below it are reported
+ * and detached first: a recursive delete walks into mounts, and would delete a bucket's or a
+ * share's data.
+ */
+export async function finishPlugin(plugin: PluginProcess | undefined): Promise<void> {
+  if (!plugin) return;
+  await plugin.stop();
+  const left = (await readMounts()).filter((m) => m.mountPoint.startsWith(plugin.dir + '/'));
+  for (const m of left.reverse()) {
+    console.error('left mounted:', m);
+    await execa('umount', ['-l', m.mountPoint], { reject: false });
+  }
+  await rm(plugin.dir, { recursive: true, force: true });
 }
 
 export async function writeProfile(credentialsDir: string, name: string, akId: string, akSecret: string): Promise<void> {

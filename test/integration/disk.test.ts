@@ -6,27 +6,22 @@ import { execa } from 'execa';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readMounts } from '../../src/host/mountinfo.js';
-import { rootSkipReason, tempDir } from '../helpers/env.js';
-import { startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
+import { rootSkipReason } from '../helpers/env.js';
+import { finishPlugin, startPluginInTempDir, type PluginProcess } from '../helpers/plugin-process.js';
 
 const ID = (n: number) => String(n).repeat(64).slice(0, 64);
 
 describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_000 }, () => {
   let plugin: PluginProcess;
-  let cleanup: () => Promise<void>;
   const call = (m: string, a: unknown) => plugin.client.call(`VolumeDriver.${m}`, a);
   const mountAt = async (p: string) => (await readMounts()).find((m) => m.mountPoint === p);
   const image = (name: string) => path.join(plugin.dir, 'state', 'disks', `${name}.img`);
 
   before(async () => {
-    const t = await tempDir();
-    cleanup = t.cleanup;
-    plugin = await startPlugin(t.dir);
+    plugin = await startPluginInTempDir();
   });
   after(async () => {
-    await plugin?.stop();
-    for (const m of await readMounts()) if (plugin && m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
-    await cleanup?.();
+    await finishPlugin(plugin);
   });
 
   it('formats a sparse 0600 image once, enforces its size, and keeps data across remounts', async () => {

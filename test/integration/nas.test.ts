@@ -13,7 +13,7 @@ import { ensureDir } from '../../src/host/files.js';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { unmountKernelMount } from '../../src/host/unmount.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
-import { startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
+import { finishPlugin, startPluginInTempDir, type PluginProcess } from '../helpers/plugin-process.js';
 
 const ID = 'a'.repeat(64);
 
@@ -26,18 +26,12 @@ async function kernelHasNfs(): Promise<boolean> {
 
 describe('NAS volumes on a kernel without NFS', { skip: rootSkipReason(), timeout: 60_000 }, () => {
   let plugin: PluginProcess;
-  let cleanup: () => Promise<void>;
   const call = (m: string, a: unknown) => plugin.client.call(`VolumeDriver.${m}`, a);
 
   before(async () => {
-    const t = await tempDir();
-    cleanup = t.cleanup;
-    plugin = await startPlugin(t.dir);
+    plugin = await startPluginInTempDir();
   });
-  after(async () => {
-    await plugin?.stop();
-    await cleanup?.();
-  });
+  after(() => finishPlugin(plugin));
 
   it('Create works without the server, and Status says what the volume points at', async () => {
     const r = await call('Create', { Name: 'n1', Opts: { type: 'nas', server: '127.0.0.1', path: '/export/a', vers: '4' } });

@@ -7,8 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { fuseClientPid, processesWith } from '../helpers/docker.js';
-import { rootSkipReason, tempDir } from '../helpers/env.js';
-import { startPlugin, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
+import { rootSkipReason } from '../helpers/env.js';
+import { finishPlugin, startPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
 import { SLOW_MS, startSwitchProxy } from '../helpers/switch-proxy.js';
 
@@ -22,21 +22,16 @@ async function fuseMountAt(target: string) {
 describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReason(), timeout: 180_000 }, () => {
   let s3: S3Server;
   let plugin: PluginProcess;
-  let cleanup: () => Promise<void>;
   const call = (m: string, a: unknown) => plugin.client.call(`VolumeDriver.${m}`, a);
 
   before(async () => {
     s3 = await startS3(['bucket-one', 'bucket-two']);
-    const t = await tempDir();
-    cleanup = t.cleanup;
-    plugin = await startPlugin(t.dir, { OSSNAS_MOUNT_TIMEOUT: '6' });
+    plugin = await startPluginInTempDir({ OSSNAS_MOUNT_TIMEOUT: '6' });
     await writeProfile(plugin.credentialsDir, 'local', 'S3RVER', SECRET);
   });
   after(async () => {
-    await plugin?.stop();
-    for (const m of await readMounts()) if (plugin && m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
+    await finishPlugin(plugin);
     await s3?.stop();
-    await cleanup?.();
   });
 
   it('create, mount, write, read the object back from the server, unmount, remove (data kept)', async () => {
