@@ -13,7 +13,7 @@ import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
 import { lazyUnmount } from '../host/unmount.js';
 import { openHostNamespace } from '../host/hostns.js';
 import { isMountpoint, readMounts } from '../host/mountinfo.js';
-import { mountUsers } from '../host/mount-users.js';
+import { mountUsers, MountUsersUnknown } from '../host/mount-users.js';
 import { probeMount } from '../host/probe.js';
 import type { Logger } from '../log.js';
 import { scrub, secretValues } from '../redact.js';
@@ -50,6 +50,9 @@ export interface RestoreReport {
   released: string[];
   ms: number;
 }
+
+/** Stands for "some container may hold it" when the mount table of every namespace cannot be read. */
+const UNKNOWN_USERS = 'unknown';
 
 /** Backoff for repairs that failed: 2 s, 4 s, ... up to a minute. */
 const FIRST_RETRY_MS = 2000;
@@ -160,13 +163,15 @@ export class VolumeDriver {
         // Docker sends Remove only when no container of its own refers to the volume, so our
         // references may be stale (an Unmount lost while the plugin was down). The mount table
         // decides: a container that still holds the volume has it mounted in its namespace.
-        const users = await this.host.mountUsers(target, await this.ownMountRoots());
+        const users = await this.mountUsers(target);
         if (users.length > 0) {
+          const where =
+            users[0] === UNKNOWN_USERS
+              ? 'and whether a container holds it cannot be checked'
+              : `mounted in ${users.length} other mount namespace${users.length === 1 ? '' : 's'}: ${users.slice(0, 3).join(', ')}`;
           throw new VolumeError(
             'in-use',
-            `volume ${volume} is in use (${refs} mount reference${refs === 1 ? '' : 's'}, mounted in ` +
-              `${users.length} other mount namespace${users.length === 1 ? '' : 's'}: ${users.slice(0, 3).join(', ')}); ` +
-              'stop the containers using it first',
+            `volume ${volume} is in use (${refs} mount reference${refs === 1 ? '' : 's'}, ${where}); stop the containers using it first`,
           );
         }
         await this.releaseStale(v, target, 'Remove');
@@ -190,7 +195,7 @@ export class VolumeDriver {
     return this.lock.run(volume, async () => {
       const v = this.require(volume);
       const target = this.mountpoint(volume);
-      if (v.mounts[mountId] && (await this.host.mountUsers(target, await this.ownMountRoots())).length === 0) {
+      if (v.mounts[mountId] && (await this.mountUsers(target)).length === 0) {
         // The same ID again while nothing holds the mount: not `docker cp` on a running container
         // (its container would hold it) but a container started again after a dockerd crash,
         // whose earlier Mount never got its Unmount. Counting it twice would keep the volume
@@ -388,6 +393,20 @@ export class VolumeDriver {
     });
     if (outcome === 'failed') this.retryLater(name, attempt + 1);
     return outcome;
+  }
+
+  /**
+   * Who else has the volume mounted (containers). When that cannot be known, one UNKNOWN_USERS
+   * entry: every caller then keeps the references, as if a container held them.
+   */
+  private async mountUsers(target: string): Promise<string[]> {
+    try {
+      return await this.host.mountUsers(target, await this.ownMountRoots());
+    } catch (err) {
+      if (!(err instanceof MountUsersUnknown)) throw err;
+      this.log.warn({ target, reason: err.message }, 'cannot tell whether containers hold a mount; keeping its references');
+      return [UNKNOWN_USERS];
+    }
   }
 
   /** The mount root as we see it and as the host sees it: mounts there are the plugin's own. */

@@ -8,6 +8,12 @@ import { findMount, parseMountinfo } from './mountinfo.js';
 
 const within = (p: string, dir: string) => p === dir || p.startsWith(dir + '/');
 
+/** The kernel's initial PID namespace (PROC_PID_INIT_INO): only from it is every process visible. */
+const INITIAL_PID_NS = 'pid:[4026531836]';
+
+/** The answer would not be complete: some process's mounts cannot be seen. */
+export class MountUsersUnknown extends Error {}
+
 /**
  * Every mount of the filesystem mounted at `target`, in any mount namespace on the host, that is
  * not one of the plugin's own (a mount point under one of `ours`: the mount root as the plugin
@@ -17,13 +23,28 @@ const within = (p: string, dir: string) => p === dir || p.startsWith(dir + '/');
 export async function mountUsers(target: string, ours: readonly string[]): Promise<string[]> {
   const mine = await findMount(target);
   if (!mine) return [];
+  // A wrong "nobody" would let a stale reference be released under a running container.
+  if ((await readlink('/proc/self/ns/pid').catch(() => '')) !== INITIAL_PID_NS) {
+    throw new MountUsersUnknown("this process does not see the host's processes (the managed plugin needs pidhost)");
+  }
+  // Each namespace is read once. Its ns/mnt link tells it cheaply, but needs ptrace rights that
+  // some processes (non-dumpable ones) deny; /proc/PID/mountinfo is readable for every process.
   const seen = new Set<string>();
   const users: string[] = [];
   for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
     const ns = await readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
-    if (!ns || seen.has(ns)) continue;
-    seen.add(ns);
-    const text = await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => '');
+    if (ns && seen.has(ns)) continue;
+    if (ns) seen.add(ns);
+    let text: string;
+    try {
+      text = await readFile(`/proc/${pid}/mountinfo`, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ESRCH') continue; // exited meanwhile: holds nothing
+      throw new MountUsersUnknown(`the mounts of PID ${pid} cannot be read (${code ?? (err as Error).message})`);
+    }
+    if (!text || seen.has(text)) continue;
+    seen.add(text);
     for (const m of parseMountinfo(text)) {
       if (m.device !== mine.device) continue;
       if (ours.some((dir) => within(m.mountPoint, path.resolve(dir)))) continue;

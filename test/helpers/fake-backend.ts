@@ -12,6 +12,8 @@ export class FakeBackend implements Backend {
   readonly calls: string[] = [];
   /** Containers holding a mount, by mountpoint ("PID n: /path"), for the driver's mountUsers. */
   readonly users = new Map<string, string[]>();
+  /** Whether the host double cannot see every namespace (mountUsers throws MountUsersUnknown). */
+  usersUnknown = false;
   failNextUnmount = false;
   /** How many of the next mounts fail (a backend that is down for a while). */
   failNextMounts = 0;

@@ -2,6 +2,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { VolumeDriver } from '../../src/driver/driver.js';
+import { MountUsersUnknown } from '../../src/host/mount-users.js';
 import { FakeBackend } from './fake-backend.js';
 import { memoryLogger, testSettings } from './env.js';
 
@@ -14,7 +15,10 @@ export async function fakeDriver(dir: string, fake = new FakeBackend()) {
     isMountpoint: async (p) => fake.mounted.has(p),
     mountpoints: async () => new Set(fake.mounted),
     probe: async (p) => (fake.dead.has(p) ? `${p}: ENOTCONN` : undefined),
-    mountUsers: async (p) => (fake.mounted.has(p) ? (fake.users.get(p) ?? []) : []),
+    mountUsers: async (p) => {
+      if (fake.usersUnknown) throw new MountUsersUnknown('the double cannot see every namespace');
+      return fake.mounted.has(p) ? (fake.users.get(p) ?? []) : [];
+    },
   });
   return { driver, fake, settings, lines };
 }

@@ -181,6 +181,16 @@ describe('Remove', () => {
     assert.throws(() => driver.get('v'), err('not-found', /not found/));
   });
 
+  it('keeps references when it cannot tell whether a container holds the mount', async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    fake.usersUnknown = true;
+    await assert.rejects(driver.remove('v'), err('in-use', /1 mount reference, and whether a container holds it cannot be checked/));
+    await driver.mount('v', 'A'); // counted, as for docker cp on a running container
+    assert.equal(driver.get('v').Status?.refs, 2);
+  });
+
   it('deletes at most an empty mountpoint directory, never files in it', async () => {
     const { driver, settings } = await setup();
     await driver.create('keep', opts);
