@@ -50,11 +50,12 @@ async function main(): Promise<void> {
   handler.resolve(createApp(ready.promise, log).callback());
   let driver: VolumeDriver;
   try {
-    driver = await VolumeDriver.open(settings, createBackends(), log);
+    driver = await VolumeDriver.open(settings, createBackends(settings.ossDefaults), log);
   } catch (err) {
     // Answering calls without state would tell Docker that volumes do not exist, and Docker
     // would forget them. Better to stop: Docker sees a dead plugin, keeps its volumes, retries.
-    log.fatal({ err }, 'cannot load state; exiting');
+    if (err instanceof SettingsError) log.fatal(`bad setting: ${err.message}; exiting`);
+    else log.fatal({ err }, 'cannot load state; exiting');
     ready.reject(err);
     server.close();
     process.exit(1);

@@ -17,6 +17,8 @@ export interface Settings {
   logLevel: string;
   /** Deadline for one backend mount, kept below Docker's 30 s call timeout after a plain enable. */
   mountTimeoutMs: number;
+  /** What an OSS volume created without `url` or credentials gets, so compose files name only a bucket. */
+  ossDefaults: { url?: string; credentials?: string };
 }
 
 export const DEFAULTS = {
@@ -27,6 +29,8 @@ export const DEFAULTS = {
   OSSNAS_RUN_DIR: '/run/ossnas',
   OSSNAS_HOST_PID: 'auto',
   OSSNAS_MOUNT_TIMEOUT: '20',
+  OSSNAS_DEFAULT_URL: '',
+  OSSNAS_DEFAULT_CREDENTIALS: '',
   LOG_LEVEL: 'info',
 } as const;
 
@@ -72,5 +76,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     hostPid,
     logLevel,
     mountTimeoutMs: Math.round(timeoutS * 1000),
+    // Checked by the OSS backend, which knows what an endpoint and a profile name are.
+    ossDefaults: {
+      ...(get('OSSNAS_DEFAULT_URL') && { url: get('OSSNAS_DEFAULT_URL') }),
+      ...(get('OSSNAS_DEFAULT_CREDENTIALS') && { credentials: get('OSSNAS_DEFAULT_CREDENTIALS') }),
+    },
   };
 }

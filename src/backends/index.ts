@@ -4,6 +4,7 @@ import { DiskBackend } from './disk/index.js';
 import { NasBackend } from './nas/index.js';
 import { OssBackend } from './oss/index.js';
 import { foldKey, OptionsError } from './options.js';
+import type { Settings } from '../settings.js';
 import type { Backend, VolumeOptions } from './types.js';
 
 export { OptionsError } from './options.js';
@@ -11,8 +12,9 @@ export { BackendError, type Backend, type BackendContext, type VolumeOptions } f
 
 export type BackendRegistry = ReadonlyMap<string, Backend>;
 
-export function createBackends(): BackendRegistry {
-  const list: Backend[] = [new OssBackend(), new NasBackend(), new DiskBackend()];
+/** Throws SettingsError for a plugin-wide default that is not valid. */
+export function createBackends(ossDefaults: Settings['ossDefaults'] = {}): BackendRegistry {
+  const list: Backend[] = [new OssBackend(ossDefaults), new NasBackend(), new DiskBackend()];
   return new Map(list.map((b) => [b.type, b]));
 }
 

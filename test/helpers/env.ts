@@ -21,6 +21,7 @@ export function testSettings(dir: string, overrides: Partial<Settings> = {}): Se
     hostPid: 'auto',
     logLevel: 'debug',
     mountTimeoutMs: 10_000,
+    ossDefaults: {},
     ...overrides,
   };
 }

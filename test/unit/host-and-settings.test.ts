@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { REDACTED, scrub } from '../../src/redact.js';
@@ -33,6 +34,16 @@ describe('settings', () => {
     assert.equal(s.hostPid, 'auto');
     assert.equal(s.logLevel, 'info');
     assert.equal(s.mountTimeoutMs, 20_000);
+    assert.deepEqual(s.ossDefaults, {});
+    assert.deepEqual(loadSettings({ OSSNAS_DEFAULT_URL: ' http://s3:9000 ', OSSNAS_DEFAULT_CREDENTIALS: 'team' }).ossDefaults, {
+      url: 'http://s3:9000',
+      credentials: 'team',
+    });
+  });
+  it('match config.json: every setting there has the same default here', async () => {
+    const config = JSON.parse(await readFile(new URL('../../config.json', import.meta.url), 'utf8')) as { env: Array<{ name: string; value: string }> };
+    const inConfig = Object.fromEntries(config.env.filter((e) => e.name in DEFAULTS).map((e) => [e.name, e.value]));
+    assert.deepEqual(inConfig, { ...DEFAULTS });
   });
   it('treat an empty value as the default and refuse bad ones by name', () => {
     assert.equal(loadSettings({ OSSNAS_MOUNT_ROOT: '' }).mountRoot, '/mnt/volumes');

@@ -5,6 +5,7 @@ import { OptionsError } from '../../src/backends/options.js';
 import { normalizeSubPath } from '../../src/backends/options.js';
 import { normalizeEndpoint } from '../../src/backends/oss/options.js';
 import { parseOtherOpts } from '../../src/backends/oss/other-opts.js';
+import { SettingsError } from '../../src/settings.js';
 
 const backends = createBackends();
 const base = { type: 'oss', bucket: 'photos', url: 'oss-cn-hangzhou.aliyuncs.com', credentials: 'prod' };
@@ -139,5 +140,33 @@ describe('error messages never echo a secret', () => {
       () => parse({ ...base, url: 'http://AKID:TopSecret99@[bad' }),
       (e: unknown) => e instanceof OptionsError && /invalid option 'url'/.test(e.message) && !e.message.includes('TopSecret99'),
     );
+  });
+});
+
+describe('plugin-wide OSS defaults (OSSNAS_DEFAULT_URL, OSSNAS_DEFAULT_CREDENTIALS)', () => {
+  const withDefaults = createBackends({ url: 'http://127.0.0.1:9000/', credentials: 'team' });
+  const parseWith = (opts: Record<string, string>) => parseVolumeOptions(withDefaults, opts).options;
+
+  it('fill in the endpoint and the profile, so a volume names only its bucket', () => {
+    const o = parseWith({ type: 'oss', bucket: 'photos' });
+    assert.deepEqual([o.url, o.credentials], ['http://127.0.0.1:9000', 'team']);
+  });
+
+  it('never override what the volume gives, and add no profile to inline keys or a public bucket', () => {
+    assert.deepEqual(parseWith({ ...base }).url, 'https://oss-cn-hangzhou.aliyuncs.com');
+    assert.equal(parseWith({ ...base }).credentials, 'prod');
+    const inline = parseWith({ type: 'oss', bucket: 'photos', akId: 'id123456', akSecret: 'secret123456' });
+    assert.equal(inline.credentials, undefined);
+    assert.equal(parseWith({ type: 'oss', bucket: 'photos', otherOpts: '-o public_bucket=1' }).credentials, undefined);
+  });
+
+  it('without them, the messages say how to set them', () => {
+    fails({ type: 'oss', bucket: 'photos', credentials: 'prod' }, /option 'url' is required: .*OSSNAS_DEFAULT_URL/);
+    fails({ type: 'oss', bucket: 'photos', url: 'x.example' }, /credentials are required: .*OSSNAS_DEFAULT_CREDENTIALS=PROFILE/);
+  });
+
+  it('a default that is not valid stops the plugin with the setting named', () => {
+    assert.throws(() => createBackends({ url: 'ftp://x' }), (e: unknown) => e instanceof SettingsError && /^OSSNAS_DEFAULT_URL: only http/.test(e.message));
+    assert.throws(() => createBackends({ credentials: '../etc/passwd' }), (e: unknown) => e instanceof SettingsError && /^OSSNAS_DEFAULT_CREDENTIALS: expected a profile name/.test(e.message));
   });
 });

@@ -9,7 +9,8 @@ import { probeTcp, resolveHost } from '../../host/net.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { resolveCredentials, type Credentials } from './credentials.js';
-import { fromSpec, OSS_KEYS, toSpec, type OssSpec } from './options.js';
+import { SettingsError, type Settings } from '../../settings.js';
+import { fromSpec, normalizeEndpoint, OSS_KEYS, PROFILE_NAME, PROFILE_NAME_RULE, toSpec, withDefaults, type OssSpec } from './options.js';
 
 type Client = 's3fs' | 'ossfs';
 const CLIENTS: readonly Client[] = ['s3fs', 'ossfs'];
@@ -112,9 +113,25 @@ export class OssBackend implements Backend {
   readonly keys = OSS_KEYS;
   /** Running clients by mountpoint. Empty after a plugin restart; unmount then works from the mount table. */
   private readonly daemons = new Map<string, FuseDaemon>();
+  private readonly defaults: Settings['ossDefaults'];
 
+  /** Throws SettingsError when a plugin-wide default is not valid, so the plugin does not start with it. */
+  constructor(defaults: Settings['ossDefaults'] = {}) {
+    let url: string | undefined;
+    try {
+      url = defaults.url === undefined ? undefined : normalizeEndpoint(defaults.url);
+    } catch (err) {
+      throw new SettingsError(`OSSNAS_DEFAULT_URL: ${(err as Error).message}`);
+    }
+    if (defaults.credentials !== undefined && !PROFILE_NAME.test(defaults.credentials)) {
+      throw new SettingsError(`OSSNAS_DEFAULT_CREDENTIALS: expected ${PROFILE_NAME_RULE}`);
+    }
+    this.defaults = { ...(url && { url }), ...(defaults.credentials && { credentials: defaults.credentials }) };
+  }
+
+  /** The defaults are written into the volume's options, so Status shows them and a later change of the defaults leaves the volume as created. */
   parse(options: Record<string, string>): VolumeOptions {
-    return fromSpec(toSpec(options));
+    return fromSpec(toSpec(withDefaults(options, this.defaults)));
   }
 
   async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {

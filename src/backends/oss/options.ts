@@ -37,6 +37,10 @@ export interface OssSpec {
   otherOpts: string;
 }
 
+/** A credentials profile is a file name in the credentials directory: never a path. */
+export const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+export const PROFILE_NAME_RULE = 'a profile name: letters, digits, dots, dashes, underscores';
+
 /** 'oss-cn-hangzhou.aliyuncs.com', 'https://host', 'http://127.0.0.1:9000' -> 'scheme://host[:port]' */
 export function normalizeEndpoint(value: string): string {
   const v = value.trim();
@@ -56,7 +60,12 @@ export function normalizeEndpoint(value: string): string {
   return `${u.protocol}//${u.host}`;
 }
 
-const endpoint = parsedString(normalizeEndpoint, z.string({ error: 'the endpoint, e.g. oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000' }));
+const endpoint = parsedString(
+  normalizeEndpoint,
+  z.string({
+    error: 'the endpoint, e.g. oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000 (or a plugin-wide default: docker plugin set ossnas OSSNAS_DEFAULT_URL=...)',
+  }),
+);
 
 const id = z
   .string()
@@ -80,10 +89,7 @@ const schema = z
     akId: credentialValue.optional(),
     akSecret: credentialValue.optional(),
     securityToken: z.string().regex(/^[^\s]+$/, 'must not be empty or contain spaces or newlines').optional(),
-    credentials: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'a profile name: letters, digits, dots, dashes, underscores')
-      .optional(),
+    credentials: z.string().regex(PROFILE_NAME, PROFILE_NAME_RULE).optional(),
     uid: id.optional(),
     gid: id.optional(),
     umask: z
@@ -116,17 +122,34 @@ const schema = z
         message: 'akId and akSecret go together',
       });
     }
-    const isPublic = /(^| )-o public_bucket=1( |$)/.test(o.otherOpts ?? '');
-    if (!inline && o.credentials === undefined && !isPublic) {
+    if (!inline && o.credentials === undefined && !isPublicBucket(o.otherOpts)) {
       ctx.addIssue({
         code: 'custom',
         path: [],
         message:
           'credentials are required: give credentials=PROFILE (a file in the plugin credentials directory; preferred) ' +
-          "or akId and akSecret (shown by 'docker volume inspect'), or otherOpts='-o public_bucket=1' for a public bucket",
+          "or akId and akSecret (shown by 'docker volume inspect'), or otherOpts='-o public_bucket=1' for a public bucket; " +
+          'or set a plugin-wide default profile: docker plugin set ossnas OSSNAS_DEFAULT_CREDENTIALS=PROFILE',
       });
     }
   });
+
+/**
+ * Fills in the plugin-wide defaults (already validated) for what the options leave out: the
+ * endpoint, and a profile when no credentials of any kind are given and the bucket is not public.
+ */
+export function withDefaults(raw: Record<string, string>, defaults: { url?: string; credentials?: string }): Record<string, string> {
+  const o = canonicalizeKeys(raw, OSS_KEYS, 'type=oss');
+  const out = { ...o };
+  if (o.url === undefined && defaults.url) out.url = defaults.url;
+  const hasCredentials = ['akId', 'akSecret', 'securityToken', 'credentials'].some((k) => o[k] !== undefined);
+  if (!hasCredentials && !isPublicBucket(o.otherOpts) && defaults.credentials) out.credentials = defaults.credentials;
+  return out;
+}
+
+function isPublicBucket(otherOpts: string | undefined): boolean {
+  return /(^| )-o public_bucket=1( |$)/.test(otherOpts ?? '');
+}
 
 export function toSpec(raw: Record<string, string>): OssSpec {
   const options = canonicalizeKeys(raw, OSS_KEYS, 'type=oss');
