@@ -80,7 +80,9 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     cleanups.push(state.cleanup, creds.cleanup);
     await writeFile(path.join(creds.dir, PROFILE), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
 
-    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir, env: { LOG_LEVEL: 'debug' } });
+    // Plugin-wide defaults, as an operator sets them so that compose files name only a bucket.
+    const env = { LOG_LEVEL: 'debug', OSSNAS_DEFAULT_URL: s3.url, OSSNAS_DEFAULT_CREDENTIALS: PROFILE };
+    plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir, env });
   });
 
   after(async () => {
@@ -104,6 +106,20 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     assert.equal(v.Status?.credentials, `profile ${PROFILE}`);
     assert.equal(v.Status?.mounted, false);
     assert.equal(v.Status?.refs, 0);
+  });
+
+  it('a compose-style volume names only its bucket: the plugin defaults give endpoint and profile, and no secret is in its options', async () => {
+    const vol = `${VOL}-compose`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', 'path=/compose', vol]);
+    try {
+      const v = await inspectVolume(vol);
+      assert.deepEqual(v.Options, { type: 'oss', bucket: BUCKET, path: '/compose' }, 'what Docker keeps and shows holds no secret');
+      assert.deepEqual([v.Status?.url, v.Status?.credentials], [s3.url, `profile ${PROFILE}`]);
+      assert.equal(await runOk(['--mount', mountArg(vol)], 'echo composed > /data/c.txt && cat /data/c.txt'), 'composed');
+      assert.equal(await s3.getObject(BUCKET, 'compose/c.txt'), 'composed\n');
+    } finally {
+      await docker(['volume', 'rm', vol]);
+    }
   });
 
   it('a container writes a file and it lands in the bucket', async () => {
