@@ -45,7 +45,9 @@ async function readJson(ctx: Koa.Context, required: boolean): Promise<unknown> {
   try {
     body = JSON.parse(text);
   } catch (err) {
-    throw new BadRequest(`request body is not valid JSON: ${(err as Error).message}`);
+    // V8's message quotes part of the body, which may be a secret: only the position is kept.
+    const at = /position (\d+)/.exec((err as Error).message)?.[1];
+    throw new BadRequest(`request body is not valid JSON${at ? ` (error at position ${at})` : ''}`);
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new BadRequest('request body must be a JSON object');

@@ -131,6 +131,8 @@ describe('malformed requests', () => {
     ['/VolumeDriver.Mount', '{"Name": "x"}\n', 400, /bad request body: ID: ID must be a string/],
     ['/VolumeDriver.Create', '{"Name":"x","Opts":{"type":1}}\n', 400, /Opts.type: every option value must be a string/],
     ['/VolumeDriver.Create', '{"Name":"x","Opts":{"type":"oss"', 400, /not valid JSON/],
+    // V8's own message would quote the body around the error: the secret must not come back.
+    ['/VolumeDriver.Create', '{"Opts":{"akSecret": TopSecretValue42}}', 400, /^VolumeDriver.Create: request body is not valid JSON$/],
     ['/VolumeDriver.Get', '{"Name":"' + 'x'.repeat(1_100_000) + '"}', 413, /larger than 1mb/],
     ['/VolumeDriver.Snapshot', '{}', 404, /ossnas does not implement \/VolumeDriver.Snapshot/],
     ['/', '{}', 404, /does not implement/],

@@ -114,6 +114,14 @@ export async function finishPlugin(plugin: PluginProcess | undefined): Promise<v
   await rm(plugin.dir, { recursive: true, force: true });
 }
 
-export async function writeProfile(credentialsDir: string, name: string, akId: string, akSecret: string): Promise<void> {
-  await writeFile(path.join(credentialsDir, name), `akId=${akId}\nakSecret=${akSecret}\n`, { mode: 0o600 });
+/** A credentials profile as an operator writes one (0600); with a securityToken, an STS profile. */
+export async function writeProfile(
+  credentialsDir: string,
+  name: string,
+  akId: string,
+  akSecret: string,
+  securityToken?: string,
+): Promise<void> {
+  const token = securityToken === undefined ? '' : `securityToken=${securityToken}\n`;
+  await writeFile(path.join(credentialsDir, name), `akId=${akId}\nakSecret=${akSecret}\n${token}`, { mode: 0o600 });
 }
