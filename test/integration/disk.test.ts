@@ -117,6 +117,25 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
     assert.deepEqual([st.device, st.fsType], [dev, 'ext4']);
   });
 
+  it('never formats a whole disk whose partitions hold the data (a partition table, no filesystem)', async (t) => {
+    const img = path.join(plugin.dir, 'partitioned.img');
+    const disk = Buffer.alloc(16 * 2 ** 20);
+    // An MBR: one Linux partition (type 0x83) from sector 2048, and the boot signature.
+    disk.writeUInt8(0x83, 446 + 4);
+    disk.writeUInt32LE(2048, 446 + 8);
+    disk.writeUInt32LE(8192, 446 + 12);
+    disk.writeUInt16LE(0xaa55, 510);
+    await writeFile(img, disk);
+    const dev = (await execa('losetup', ['--find', '--show', img])).stdout.trim();
+    t.after(() => execa('losetup', ['-d', dev], { reject: false }));
+
+    await call('Create', { Name: 'parted', Opts: { type: 'disk', device: dev } });
+    const r = await call('Mount', { Name: 'parted', ID: ID(10) });
+    assert.match(String(r.json.Err), new RegExp(`device ${dev} holds a dos partition table; it is never formatted`));
+    assert.equal((await execa('blkid', ['-p', '-o', 'value', '-s', 'PTTYPE', dev])).stdout, 'dos', 'the partition table is intact');
+    assert.deepEqual((await call('Remove', { Name: 'parted' })).json, { Err: '' });
+  });
+
   it('a disk mount is a kernel mount: it outlives the plugin process', async () => {
     await call('Create', { Name: 'k1', Opts: { type: 'disk', size: '32M' } });
     const mp = String((await call('Mount', { Name: 'k1', ID: ID(5) })).json.Mountpoint);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { mkfsArgs } from '../../src/backends/disk/index.js';
+import { mkfsArgs, parseBlkid } from '../../src/backends/disk/index.js';
 import { parseSize, toSpec } from '../../src/backends/disk/options.js';
 import { translatePath } from '../../src/host/hostns.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
@@ -43,5 +43,13 @@ describe('host paths', () => {
   });
   it('say when the host cannot see it', () => {
     assert.equal(translatePath('/etc/hosts', plugin, host), undefined);
+  });
+});
+
+describe('disk: what blkid found', () => {
+  it('reads the filesystem type and the partition table type from its export output', () => {
+    assert.deepEqual(parseBlkid('DEVNAME=/dev/loop3\nUUID=b749\nTYPE=ext4\nUSAGE=filesystem\n'), { fsType: 'ext4' });
+    assert.deepEqual(parseBlkid('DEVNAME=/dev/vda\nPTUUID=1c2f\nPTTYPE=gpt\n'), { partitionTable: 'gpt' });
+    assert.deepEqual(parseBlkid(''), {});
   });
 });

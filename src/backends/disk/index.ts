@@ -14,13 +14,28 @@ export function imagePath(stateDir: string, name: string): string {
   return path.join(stateDir, 'disks', `${name}.img`);
 }
 
-/** The filesystem type on `file`, or undefined when blkid finds none. */
-async function filesystemOf(file: string): Promise<string | undefined> {
+/** What low-level probing finds on a device or image: a filesystem, a partition table, or neither. */
+export interface DiskContent {
+  fsType?: string;
+  partitionTable?: string;
+}
+
+/** `blkid -p -o export` output as DiskContent. */
+export function parseBlkid(text: string): DiskContent {
+  const fields = Object.fromEntries(text.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return { ...(fields.TYPE && { fsType: fields.TYPE }), ...(fields.PTTYPE && { partitionTable: fields.PTTYPE }) };
+}
+
+/**
+ * What `file` holds. blkid exits 2 both when it finds nothing and when it cannot read the device
+ * (then it says why on stderr): only the silent case means empty, because "empty" leads to mkfs.
+ */
+async function contentOf(file: string, shown: string): Promise<DiskContent> {
   try {
-    return (await run('blkid', ['-p', '-o', 'value', '-s', 'TYPE', file], { timeoutMs: 10_000 })).trim() || undefined;
+    return parseBlkid(await run('blkid', ['-p', '-o', 'export', file], { timeoutMs: 10_000 }));
   } catch (err) {
-    if (err instanceof CommandError && err.exitCode === 2) return undefined; // nothing found
-    throw err;
+    if (err instanceof CommandError && err.exitCode === 2 && !err.stderr.trim()) return {};
+    throw new BackendError(`cannot tell what ${shown} holds, so it is not touched: ${(err as Error).message}`);
   }
 }
 
@@ -73,9 +88,18 @@ export class DiskBackend implements Backend {
     return local;
   }
 
-  /** Formats `node` only when it holds no filesystem; a different filesystem is an error. */
+  /**
+   * Formats `node` only when it holds neither a filesystem nor a partition table (a whole disk
+   * whose partitions hold the data looks empty to a filesystem probe); a different filesystem is
+   * an error.
+   */
   private async formatIfEmpty(node: string, shown: string, spec: DiskSpec, ctx: BackendContext): Promise<void> {
-    const found = await filesystemOf(node);
+    const { fsType: found, partitionTable } = await contentOf(node, shown);
+    if (partitionTable && !found) {
+      throw new BackendError(
+        `${shown} holds a ${partitionTable} partition table; it is never formatted (give one of its partitions, or a device that holds a filesystem)`,
+      );
+    }
     if (!found) {
       const [cmd, args] = mkfsArgs(spec, node);
       await run(cmd, args, { timeoutMs: ctx.settings.mountTimeoutMs });
