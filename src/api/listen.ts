@@ -44,6 +44,6 @@ export async function listen(socket: string, handler: Promise<RequestHandler>): 
       resolve();
     });
   });
-  await chmod(socket, 0o660);
+  await chmod(socket, 0o600); // dockerd, its only client, runs as root
   return server;
 }

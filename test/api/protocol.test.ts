@@ -1,6 +1,7 @@
 // The real Koa server on a temporary unix socket, spoken to as dockerd speaks, over a driver
 // whose backend is a test double.
 import assert from 'node:assert/strict';
+import { stat } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import type http from 'node:http';
 import path from 'node:path';
@@ -19,6 +20,7 @@ const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
 let server: http.Server;
 let client: PluginClient;
 let mountRoot: string;
+let socketPath: string;
 let fake: FakeBackend;
 let cleanup: () => Promise<void>;
 const { log, lines } = memoryLogger();
@@ -30,6 +32,7 @@ before(async () => {
   const { driver, settings } = made;
   fake = made.fake;
   mountRoot = settings.mountRoot;
+  socketPath = settings.socket;
   server = await listen(settings.socket, Promise.resolve(createApp(Promise.resolve(driver), log).callback()));
   client = new PluginClient(settings.socket);
 });
@@ -37,6 +40,12 @@ after(async () => {
   client.close();
   await new Promise((r) => server.close(r));
   await cleanup();
+});
+
+describe('the socket', () => {
+  it('is for root alone (dockerd is its only client)', async () => {
+    assert.equal((await stat(socketPath)).mode & 0o777, 0o600);
+  });
 });
 
 describe('handshake and capabilities', () => {

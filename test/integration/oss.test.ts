@@ -275,6 +275,21 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.equal(await fuseMountAt(mp), undefined);
   });
 
+  it('a rotated profile (a new STS token) is used by the next mount, with no Create again', async () => {
+    await writeProfile(plugin.credentialsDir, 'rotating', 'S3RVER', SECRET, 'token-before-rotation-1234');
+    await call('Create', { Name: 'rotating', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'rotating' } });
+    const mp = String((await call('Mount', { Name: 'rotating', ID: ID(1) })).json.Mountpoint);
+    const environOfClient = async () => readFile(`/proc/${await fuseClientPid(mp)}/environ`, 'latin1');
+    assert.match(await environOfClient(), /AWSSESSIONTOKEN=token-before-rotation-1234/);
+    await call('Unmount', { Name: 'rotating', ID: ID(1) });
+
+    await writeProfile(plugin.credentialsDir, 'rotating', 'S3RVER', SECRET, 'token-after-rotation-5678');
+    assert.equal((await call('Mount', { Name: 'rotating', ID: ID(2) })).status, 200);
+    assert.match(await environOfClient(), /AWSSESSIONTOKEN=token-after-rotation-5678/);
+    await call('Unmount', { Name: 'rotating', ID: ID(2) });
+    assert.deepEqual((await call('Remove', { Name: 'rotating' })).json, { Err: '' });
+  });
+
   it('references no container holds are released by Remove; a mount held in another namespace is not', async (t) => {
     await call('Create', { Name: 'drift', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
     const mp = String((await call('Mount', { Name: 'drift', ID: ID(1) })).json.Mountpoint);
