@@ -148,7 +148,7 @@ export class VolumeDriver {
         mounts: {},
         mounted: false,
       };
-      await this.db.write();
+      await this.db.save(volume);
       this.log.info({ volume, type: backend.type }, 'volume created');
     });
   }
@@ -184,7 +184,9 @@ export class VolumeDriver {
       const backend = backendFor(this.backends, v.options);
       await backend.remove?.(volume, v.options, this.ctx);
       delete this.db.data.volumes[volume];
-      await this.db.write();
+      await this.db.save(volume);
+      // The journal still holds the removed volume's earlier records: inline keys must not outlive it.
+      if (secretValues(v.options).length > 0) await this.db.compact();
       this.log.info({ volume }, backend.remove ? 'volume removed' : 'volume removed (backend data untouched)');
     });
   }
@@ -213,7 +215,7 @@ export class VolumeDriver {
       }
       if (needed) await this.mountBackend(v, target);
       v.mounts[mountId] = (v.mounts[mountId] ?? 0) + 1;
-      await this.db.write();
+      await this.db.save(volume);
       return target;
     });
   }
@@ -265,7 +267,7 @@ export class VolumeDriver {
           throw new VolumeError('backend', `volume ${volume}: ${message}`);
         }
       }
-      await this.db.write();
+      await this.db.save(volume);
     });
   }
 
@@ -317,7 +319,7 @@ export class VolumeDriver {
   private async recordError(v: VolumeRecord, text: string): Promise<string> {
     const message = scrub(text, secretValues(v.options));
     v.lastError = { message, at: new Date().toISOString() };
-    await this.db.write();
+    await this.db.save(v.name);
     return message;
   }
 
@@ -377,13 +379,13 @@ export class VolumeDriver {
         if (!v.mounted) {
           v.mounted = true;
           delete v.lastError;
-          await this.db.write();
+          await this.db.save(name);
         }
         return 'adopted' as const;
       }
       try {
         await this.mountBackend(v, target);
-        await this.db.write();
+        await this.db.save(name);
         this.log.info({ volume: name, attempt }, 'mount restored');
         return 'remounted' as const;
       } catch (err) {
@@ -433,7 +435,7 @@ export class VolumeDriver {
     }
     v.mounts = {};
     v.mounted = false;
-    await this.db.write();
+    await this.db.save(v.name);
   }
 
   /** Undoes a mount that no container holds; a failure is logged and left for the next Mount. */
@@ -446,7 +448,7 @@ export class VolumeDriver {
         await backendFor(this.backends, v.options).unmount(name, v.options, target, this.ctx);
         if (v.mounted) {
           v.mounted = false;
-          await this.db.write();
+          await this.db.save(name);
         }
         this.log.info({ volume: name }, 'mount that no container holds was undone');
         return 'released' as const;
@@ -477,7 +479,7 @@ export class VolumeDriver {
 
   /** Waits for queued state writes; used at shutdown. */
   async flush(): Promise<void> {
-    await this.db.write();
+    await this.db.flush();
   }
 }
 

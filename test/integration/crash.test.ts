@@ -3,11 +3,10 @@
 // acknowledged before the kill is in it. The program runs as a host process on real disk
 // volumes (loop mounts). Needs root.
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import type { StateData } from '../../src/driver/state.js';
+import { loadState } from '../../src/driver/state.js';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { PluginClient } from '../helpers/docker-client.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
@@ -99,7 +98,7 @@ describe('kill -9 at random instants during a burst of calls', { skip: rootSkipR
       for (const c of clients) c.close();
 
       // The file parses, and a new process loads it.
-      const state = JSON.parse(await readFile(path.join(dir, 'state', 'state.json'), 'utf8')) as StateData;
+      const state = await loadState(path.join(dir, 'state'));
       ledgers.forEach((l, c) => {
         for (const [name, exists] of l.volumes) {
           if (l.inFlight?.name === name) continue; // the call cut short may or may not have applied

@@ -205,10 +205,13 @@ describe('secrets stay out of everything observable', { skip: rootSkipReason(), 
         assert.equal(octal(await mode(path.dirname(file))), '0700', `mode of ${path.dirname(rel)}, which holds ${rel}`);
       }
     }
-    // The state keeps the inline keys (volumes are mounted again from it); profiles stay in
-    // their files; no key that was refused, and no handed-over passwd file, stays anywhere.
-    assert.deepEqual(found, {
-      inline: ['state/state.json'],
+    // The state keeps the inline keys (volumes are mounted again from it): in its snapshot or its
+    // journal, depending on when it was last compacted. Profiles stay in their files; no key that
+    // was refused, and no handed-over passwd file, stays anywhere.
+    const stateFiles = ['state/state.journal', 'state/state.json'];
+    assert.ok(found.inline!.length > 0 && found.inline!.every((f) => stateFiles.includes(f)), `inline keys in ${found.inline!.join(', ')}`);
+    assert.deepEqual({ ...found, inline: [] }, {
+      inline: [],
       profile: ['credentials/keys'],
       stsSecret: ['credentials/sts'],
       stsToken: ['credentials/sts'],

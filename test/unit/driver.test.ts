@@ -3,6 +3,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { VolumeError } from '../../src/driver/errors.js';
+import { loadState } from '../../src/driver/state.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
 import { fakeDriver } from '../helpers/fake-driver.js';
 import { tempDir } from '../helpers/env.js';
@@ -105,8 +106,7 @@ describe('Mount and Unmount', () => {
     await driver.mount('v', 'A');
     await driver.mount('v', 'B');
     await driver.unmount('v', 'B');
-    const raw = JSON.parse(await readFile(path.join(dir, 'state', 'state.json'), 'utf8'));
-    assert.deepEqual(raw.volumes.v.mounts, { A: 1 });
+    assert.deepEqual((await loadState(path.join(dir, 'state'))).volumes.v?.mounts, { A: 1 });
     const fake2 = new FakeBackend();
     const { driver: again } = await fakeDriver(dir, fake2);
     assert.equal(again.get('v').Status?.refs, 1);

@@ -3,7 +3,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { AtomicJsonFile } from '../../src/driver/atomic-json-file.js';
-import { openState, STATE_FILE } from '../../src/driver/state.js';
+import { JOURNAL_FILE, loadState, openState, STATE_FILE, type VolumeRecord } from '../../src/driver/state.js';
 import { KeyedMutex } from '../../src/driver/keyed-mutex.js';
 import { tempDir } from '../helpers/env.js';
 
@@ -16,16 +16,76 @@ async function dir() {
 }
 
 describe('state file', () => {
+  const record = (name: string, mounts: Record<string, number> = {}): VolumeRecord => ({
+    name,
+    createdAt: new Date().toISOString(),
+    options: { type: 'oss' },
+    mounts,
+    mounted: false,
+  });
+
   it('is written 0600 in a 0700 directory, atomically, leaving no temp files', async () => {
     const d = path.join(await dir(), 'state');
     const db = await openState(d);
-    db.data.volumes.v = { name: 'v', createdAt: new Date().toISOString(), options: { type: 'oss' }, mounts: { a: 1 }, mounted: true };
-    await db.write();
-    assert.equal((await stat(path.join(d, STATE_FILE))).mode & 0o777, 0o600);
+    db.data.volumes.v = record('v', { a: 1 });
+    await db.save('v');
+    for (const f of [STATE_FILE, JOURNAL_FILE]) assert.equal((await stat(path.join(d, f))).mode & 0o777, 0o600);
     assert.equal((await stat(d)).mode & 0o777, 0o700);
-    assert.deepEqual(await readdir(d), [STATE_FILE]);
+    assert.deepEqual((await readdir(d)).sort(), [JOURNAL_FILE, STATE_FILE]);
     const again = await openState(d);
     assert.deepEqual(again.data.volumes.v?.mounts, { a: 1 });
+  });
+
+  it('costs one appended line per change, whatever the number of volumes', async () => {
+    const d = await dir();
+    const db = await openState(d);
+    for (let i = 0; i < 500; i++) db.data.volumes[`v${i}`] = record(`v${i}`);
+    await db.save(...Object.keys(db.data.volumes));
+    const before = (await stat(path.join(d, JOURNAL_FILE))).size;
+    db.data.volumes.v7!.mounts = { b: 1 };
+    await db.save('v7');
+    const line = (await stat(path.join(d, JOURNAL_FILE))).size - before;
+    assert.ok(line < 300, `one change appended ${line} bytes`);
+    assert.deepEqual((await loadState(d)).volumes.v7?.mounts, { b: 1 });
+  });
+
+  it('replays the journal over the snapshot, drops a last line a crash cut short, and starts afresh', async () => {
+    const d = await dir();
+    const db = await openState(d);
+    db.data.volumes.a = record('a');
+    db.data.volumes.b = record('b');
+    await db.save('a', 'b');
+    delete db.data.volumes.a;
+    await db.save('a');
+    // A crash in the middle of the next append:
+    await writeFile(path.join(d, JOURNAL_FILE), '{"n":"c","r":{"name":"c","crea', { flag: 'a' });
+    assert.deepEqual(Object.keys((await loadState(d)).volumes), ['b']);
+    const again = await openState(d);
+    assert.deepEqual(Object.keys(again.data.volumes), ['b']);
+    assert.equal((await stat(path.join(d, JOURNAL_FILE))).size, 0, 'a start leaves a snapshot and an empty journal');
+    assert.deepEqual(Object.keys(JSON.parse(await readFile(path.join(d, STATE_FILE), 'utf8')).volumes), ['b']);
+  });
+
+  it('refuses a journal whose earlier line is corrupt, and leaves it untouched', async () => {
+    const d = await dir();
+    await writeFile(path.join(d, JOURNAL_FILE), '{"n":"a","r":nul\n{"n":"b","r":null}\n');
+    await assert.rejects(openState(d), /state journal .* line 1 is not valid JSON.*left untouched/);
+    assert.equal(await readFile(path.join(d, JOURNAL_FILE), 'utf8'), '{"n":"a","r":nul\n{"n":"b","r":null}\n');
+  });
+
+  it('resolves each of many concurrent saves only once its change is on disk, and compacts on demand', async () => {
+    const d = await dir();
+    const db = await openState(d);
+    await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        db.data.volumes[`v${i}`] = record(`v${i}`);
+        await db.save(`v${i}`);
+        assert.ok(`v${i}` in (await loadState(d)).volumes, `save of v${i} resolved before it was on disk`);
+      }),
+    );
+    await db.compact();
+    assert.equal((await stat(path.join(d, JOURNAL_FILE))).size, 0);
+    assert.equal(Object.keys((await loadState(d)).volumes).length, 200);
   });
 
   it('coalesces concurrent writes and resolves each only once its data is on disk', async () => {
