@@ -477,9 +477,12 @@ export class VolumeDriver {
     this.retries.clear();
   }
 
-  /** Waits for queued state writes; used at shutdown. */
+  /**
+   * At shutdown: waits for queued state writes, then leaves the whole state in the snapshot, so
+   * that a clean stop (disable, upgrade, downgrade) hands over one self-contained file.
+   */
   async flush(): Promise<void> {
-    await this.db.flush();
+    await this.db.compact();
   }
 }
 

@@ -6,6 +6,7 @@ import { AtomicJsonFile } from '../../src/driver/atomic-json-file.js';
 import { JOURNAL_FILE, loadState, openState, STATE_FILE, type VolumeRecord } from '../../src/driver/state.js';
 import { KeyedMutex } from '../../src/driver/keyed-mutex.js';
 import { tempDir } from '../helpers/env.js';
+import { fakeDriver } from '../helpers/fake-driver.js';
 
 const dirs: Array<() => Promise<void>> = [];
 after(async () => Promise.all(dirs.map((c) => c())));
@@ -64,6 +65,18 @@ describe('state file', () => {
     assert.deepEqual(Object.keys(again.data.volumes), ['b']);
     assert.equal((await stat(path.join(d, JOURNAL_FILE))).size, 0, 'a start leaves a snapshot and an empty journal');
     assert.deepEqual(Object.keys(JSON.parse(await readFile(path.join(d, STATE_FILE), 'utf8')).volumes), ['b']);
+  });
+
+  it('a driver stopping cleanly leaves everything in the snapshot and an empty journal', async () => {
+    const d = await dir();
+    const { driver } = await fakeDriver(d);
+    await driver.create('kept', { type: 'fake', target: 't' });
+    await driver.mount('kept', 'A');
+    await driver.flush();
+    assert.equal((await stat(path.join(d, 'state', JOURNAL_FILE))).size, 0);
+    const snapshot = JSON.parse(await readFile(path.join(d, 'state', STATE_FILE), 'utf8'));
+    assert.deepEqual(snapshot.volumes.kept.mounts, { A: 1 });
+    driver.close();
   });
 
   it('refuses a journal whose earlier line is corrupt, and leaves it untouched', async () => {
