@@ -40,7 +40,8 @@ export async function mountUsers(target: string, ours: readonly string[]): Promi
       text = await readFile(`/proc/${pid}/mountinfo`, 'utf8');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ESRCH') continue; // exited meanwhile: holds nothing
+      // Gone, or a zombie (EINVAL): a process that has exited holds no mounts.
+      if (code === 'ENOENT' || code === 'ESRCH' || code === 'EINVAL') continue;
       throw new MountUsersUnknown(`the mounts of PID ${pid} cannot be read (${code ?? (err as Error).message})`);
     }
     if (!text || seen.has(text)) continue;
