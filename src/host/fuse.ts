@@ -1,12 +1,13 @@
 // FUSE clients (s3fs, ossfs) run in the foreground as our children, so we see their exit status
 // and their own error text, and we decide when the mount counts as ready: when the kernel lists
 // it in the mount table (a double-forking client gives no such signal).
-import { readdir, readFile, statfs } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { Logger } from '../log.js';
 import { scrub } from '../redact.js';
 import { leaveOurCgroups } from './cgroups.js';
+import { processIds, statFields } from './proc.js';
 import { run } from './exec.js';
 import { findMount } from './mountinfo.js';
 import { lazyUnmount } from './unmount.js';
@@ -172,10 +173,8 @@ const WATCH_MS = 1000;
 
 /** Field 22 of /proc/PID/stat: when the process started, which tells a reused PID apart. */
 async function startTime(pid: number): Promise<string | undefined> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-  if (!stat) return undefined;
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
+  const fields = await statFields(pid);
+  return !fields || fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
 }
 
 /**
@@ -184,13 +183,13 @@ async function startTime(pid: number): Promise<string | undefined> {
  */
 async function clientsByTarget(commands: readonly string[]): Promise<Map<string, { pid: number; command: string }>> {
   const found = new Map<string, { pid: number; command: string }>();
-  const pids = (await readdir('/proc')).filter((n) => /^\d+$/.test(n));
+  const pids = await processIds();
   await Promise.all(
     pids.map(async (p) => {
       const argv = (await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0');
       const command = path.basename(argv[0]!);
       if (!commands.includes(command)) return;
-      for (const word of argv.slice(1)) if (word.startsWith('/')) found.set(word, { pid: Number(p), command });
+      for (const word of argv.slice(1)) if (word.startsWith('/')) found.set(word, { pid: p, command });
     }),
   );
   return found;

@@ -3,11 +3,12 @@
 // namespace can be entered, else our parent (under `pidhost` the containerd shim, which lives in
 // the engine's namespace). When our namespace already is the target's (a plain host process),
 // commands run directly and paths need no translation.
-import { readFile, readlink } from 'node:fs/promises';
+import { readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { HostPid } from '../settings.js';
 import { run, type RunOptions } from './exec.js';
 import { readMounts, type MountEntry } from './mountinfo.js';
+import { statFields } from './proc.js';
 
 export class HostNamespaceError extends Error {}
 
@@ -61,8 +62,7 @@ async function canEnter(pid: number): Promise<boolean> {
 }
 
 async function parentOf(pid: number): Promise<number | undefined> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  const ppid = Number((await statFields(pid))?.[1]);
   return ppid > 0 ? ppid : undefined;
 }
 

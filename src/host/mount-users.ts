@@ -2,9 +2,10 @@
 // container's own mount namespace. Docker's reference counts can drift from the truth (an
 // Unmount sent while the plugin was down is lost; after a dockerd crash a container's mount ID is
 // sent again with no Unmount in between), and this is the ground truth that settles it.
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { findMount, parseMountinfo } from './mountinfo.js';
+import { processIds } from './proc.js';
 
 const within = (p: string, dir: string) => p === dir || p.startsWith(dir + '/');
 
@@ -31,7 +32,7 @@ export async function mountUsers(target: string, ours: readonly string[]): Promi
   // some processes (non-dumpable ones) deny; /proc/PID/mountinfo is readable for every process.
   const seen = new Set<string>();
   const users: string[] = [];
-  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+  for (const pid of await processIds()) {
     const ns = await readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
     if (ns && seen.has(ns)) continue;
     if (ns) seen.add(ns);

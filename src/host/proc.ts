@@ -1,0 +1,16 @@
+// The process table as /proc shows it: one place that lists processes and reads their stat line.
+import { readdir, readFile } from 'node:fs/promises';
+
+/** Every process ID in /proc (with pidhost: every process on the host). */
+export async function processIds(): Promise<number[]> {
+  return (await readdir('/proc')).filter((n) => /^\d+$/.test(n)).map(Number);
+}
+
+/**
+ * The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses):
+ * [0] is the state, [1] the parent PID, [19] the start time. Undefined once the process is gone.
+ */
+export async function statFields(pid: number): Promise<string[] | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat ? stat.slice(stat.lastIndexOf(')') + 2).split(' ') : undefined;
+}
