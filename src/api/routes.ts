@@ -6,7 +6,7 @@ import type Koa from 'koa';
 import getRawBody from 'raw-body';
 import { z } from 'zod';
 import { VolumeError } from '../driver/errors.js';
-import type { VolumeDriver } from '../driver/driver.js';
+import type { VolumeDriver, VolumeInfo } from '../driver/driver.js';
 import type { Logger } from '../log.js';
 
 export const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
@@ -113,9 +113,18 @@ export function createRouter(ready: Promise<VolumeDriver>): Router {
     ctx.body = { Volume: (await ready).get(req.Name), Err: '' };
   });
 
+  // About 120 bytes a volume, and dockerd lists at every start and `docker volume ls`: serialised
+  // once per Create or Remove (the driver hands out the same array until then).
+  const listBodies = new WeakMap<readonly VolumeInfo[], string>();
   router.post('/VolumeDriver.List', async (ctx) => {
     await readJson(ctx, false);
-    ctx.body = { Volumes: (await ready).list(), Err: '' };
+    const volumes = (await ready).list();
+    let body = listBodies.get(volumes);
+    if (body === undefined) {
+      body = JSON.stringify({ Volumes: volumes, Err: '' });
+      listBodies.set(volumes, body);
+    }
+    ctx.body = body;
   });
 
   router.post('/VolumeDriver.Capabilities', async (ctx) => {

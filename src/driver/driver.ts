@@ -63,6 +63,13 @@ export class VolumeDriver {
   private readonly ctx: BackendContext;
   private readonly retries = new Set<NodeJS.Timeout>();
   private closed = false;
+  /**
+   * Status's view of each volume's options. Options never change after Create, and Docker calls
+   * Get before every mount, unmount and inspect: parsing them again each time was a third of Get.
+   */
+  private readonly described = new WeakMap<VolumeRecord['options'], Record<string, unknown>>();
+  /** List's answer, rebuilt after a Create or Remove (the only changes it shows). */
+  private listed: readonly VolumeInfo[] | undefined;
 
   private constructor(
     private readonly settings: Settings,
@@ -148,6 +155,7 @@ export class VolumeDriver {
         mounts: {},
         mounted: false,
       };
+      this.listed = undefined;
       await this.db.save(volume);
       this.log.info({ volume, type: backend.type }, 'volume created');
     });
@@ -184,6 +192,7 @@ export class VolumeDriver {
       const backend = backendFor(this.backends, v.options);
       await backend.remove?.(volume, v.options, this.ctx);
       delete this.db.data.volumes[volume];
+      this.listed = undefined;
       await this.db.save(volume);
       // The journal still holds the removed volume's earlier records: inline keys must not outlive it.
       if (secretValues(v.options).length > 0) await this.db.compact();
@@ -285,8 +294,10 @@ export class VolumeDriver {
     return { ...this.summary(v), Status: this.status(v) };
   }
 
-  list(): VolumeInfo[] {
-    return Object.values(this.db.data.volumes).map((v) => this.summary(v));
+  /** The same array until a volume is created or removed: callers must not change it. */
+  list(): readonly VolumeInfo[] {
+    this.listed ??= Object.freeze(Object.values(this.db.data.volumes).map((v) => this.summary(v)));
+    return this.listed;
   }
 
   capabilities(): { Scope: 'local' | 'global' } {
@@ -298,11 +309,14 @@ export class VolumeDriver {
   }
 
   private status(v: VolumeRecord): Record<string, unknown> {
-    let target: Record<string, unknown>;
-    try {
-      target = backendFor(this.backends, v.options).describe(v.options);
-    } catch (err) {
-      target = { error: (err as Error).message };
+    let target = this.described.get(v.options);
+    if (!target) {
+      try {
+        target = backendFor(this.backends, v.options).describe(v.options);
+      } catch (err) {
+        target = { error: (err as Error).message };
+      }
+      this.described.set(v.options, target);
     }
     const refs = refCount(v);
     return {

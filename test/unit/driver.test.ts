@@ -49,6 +49,24 @@ describe('Create', () => {
     assert.deepEqual(driver.list().map((x) => x.Name), ['v1']);
     assert.throws(() => driver.get('nope'), err('not-found', /volume nope not found/));
   });
+
+  it('List and Status follow every Create and Remove (both are answered from caches)', async () => {
+    const { driver } = await setup();
+    const names = () => driver.list().map((x) => x.Name);
+    assert.deepEqual(names(), []);
+    await driver.create('v1', opts);
+    assert.deepEqual(names(), ['v1']);
+    await driver.create('v2', { type: 'fake', target: 'bucket-b' });
+    assert.deepEqual(names(), ['v1', 'v2']);
+    assert.equal(driver.list(), driver.list(), 'unchanged state gives the same answer');
+    assert.equal(driver.get('v2').Status?.target, 'bucket-b');
+    await driver.remove('v1');
+    assert.deepEqual(names(), ['v2']);
+    await driver.remove('v2');
+    await driver.create('v2', opts); // the same name again, other options: Status must not be stale
+    assert.equal(driver.get('v2').Status?.target, 'bucket-a');
+    assert.deepEqual(names(), ['v2']);
+  });
 });
 
 describe('Mount and Unmount', () => {
