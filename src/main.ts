@@ -62,6 +62,9 @@ async function main(): Promise<void> {
   }
   ready.resolve(driver);
   log.info({ volumes: driver.list().length }, 'state loaded');
+  // Loaded after the state, so that Get and List are answered sooner, and now, so that the first
+  // Mount does not wait for it.
+  void import('./host/exec.js').then((m) => m.loadExeca());
   // In the background: calls are answered meanwhile (a held volume's Mount waits for its repair).
   void driver.restore().then((r) => {
     const counts = { adopted: r.adopted.length, remounted: r.remounted.length, failed: r.failed.length, released: r.released.length };

@@ -1,5 +1,5 @@
 // Every child process goes through execa with an argument array: never a shell string.
-import { execa } from 'execa';
+import type { execa as Execa } from 'execa';
 import { scrub } from '../redact.js';
 
 export class CommandError extends Error {
@@ -19,6 +19,16 @@ export interface RunOptions {
   env?: Record<string, string>;
 }
 
+let execaModule: Promise<typeof Execa> | undefined;
+/**
+ * execa, loaded at its first use: it is the slowest of our modules to load (about 100-190 ms
+ * here), and a plugin answers Get and List at start without running any command.
+ */
+export function loadExeca(): Promise<typeof Execa> {
+  execaModule ??= import('execa').then((m) => m.execa);
+  return execaModule;
+}
+
 /** How long to wait for a killed child to go away before giving up on it. */
 const EXIT_GRACE_MS = 1000;
 
@@ -30,6 +40,7 @@ const EXIT_GRACE_MS = 1000;
  */
 export async function run(command: string, args: string[], opts: RunOptions = {}): Promise<string> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
+  const execa = await loadExeca();
   const child = execa(command, args, {
     reject: false,
     stdin: 'ignore',

@@ -3,12 +3,12 @@
 // it in the mount table (a double-forking client gives no such signal).
 import { readFile, statfs } from 'node:fs/promises';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import type { ResultPromise } from 'execa';
 import type { Logger } from '../log.js';
 import { scrub } from '../redact.js';
 import { leaveOurCgroups } from './cgroups.js';
 import { processIds, statFields } from './proc.js';
-import { run } from './exec.js';
+import { loadExeca, run } from './exec.js';
 import { findMount } from './mountinfo.js';
 import { lazyUnmount } from './unmount.js';
 
@@ -59,6 +59,7 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
+  const execa = await loadExeca();
   const child: ResultPromise = execa(spec.command, spec.args, {
     env: spec.env,
     extendEnv: false,
