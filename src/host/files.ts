@@ -1,7 +1,6 @@
 // Small filesystem steps with the care a root process needs: explicit modes, no recursive deletes.
 import { chmod, mkdir, open, rename, rmdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { isMountpoint } from './mountinfo.js';
 
 /** mkdir -p, then force the mode (the process umask is 077). */
 export async function ensureDir(dir: string, mode: number): Promise<void> {
@@ -34,13 +33,15 @@ export async function removeFileQuietly(file: string): Promise<void> {
  * there: that is how other plugins deleted users' remote data. Returns what happened.
  */
 export async function removeEmptyMountpoint(dir: string): Promise<'removed' | 'absent' | 'mounted' | 'not-empty'> {
-  if (await isMountpoint(dir)) return 'mounted';
+  // rmdir itself refuses a mountpoint of our namespace (EBUSY), an empty bucket included, so
+  // the mount table need not be read first.
   try {
     await rmdir(dir);
     return 'removed';
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return 'absent';
+    if (code === 'EBUSY') return 'mounted';
     if (code === 'ENOTEMPTY' || code === 'EEXIST') return 'not-empty';
     throw err;
   }

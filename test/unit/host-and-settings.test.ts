@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { describe, it } from 'node:test';
+import { execa } from 'execa';
+import { removeEmptyMountpoint } from '../../src/host/files.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { REDACTED, scrub } from '../../src/redact.js';
 import { DEFAULTS, loadSettings } from '../../src/settings.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
 import { parseTap } from '../helpers/tap.js';
 
 describe('mount table', () => {
@@ -15,6 +19,30 @@ describe('mount table', () => {
       { device: '98:0', root: '/mnt1', mountPoint: '/mnt/volumes/my vol', options: 'rw,noatime', fsType: 'fuse.s3fs', source: 's3fs', superOptions: 'rw,user_id=0' },
       { device: '0:40', root: '/', mountPoint: '/var/lib/x', options: 'rw', fsType: 'tmpfs', source: 'tmpfs', superOptions: 'rw' },
     ]);
+  });
+});
+
+describe('removing a mountpoint directory', () => {
+  it('removes only an empty directory that nothing is mounted on', { skip: rootSkipReason() }, async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const mp = path.join(dir, 'vol');
+      await mkdir(mp);
+      await execa('mount', ['-t', 'tmpfs', 'empty', mp]); // an empty bucket looks like this
+      try {
+        assert.equal(await removeEmptyMountpoint(mp), 'mounted');
+      } finally {
+        await execa('umount', [mp]);
+      }
+      await writeFile(path.join(mp, 'data'), 'x');
+      assert.equal(await removeEmptyMountpoint(mp), 'not-empty');
+      assert.ok((await stat(path.join(mp, 'data'))).isFile());
+      await unlink(path.join(mp, 'data'));
+      assert.equal(await removeEmptyMountpoint(mp), 'removed');
+      assert.equal(await removeEmptyMountpoint(mp), 'absent');
+    } finally {
+      await cleanup();
+    }
   });
 });
 
