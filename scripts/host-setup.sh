@@ -16,9 +16,10 @@ fi
 # debootstrap: builds the plugin rootfs; docker-registry: distribution tests;
 # busybox-static: the one-binary image test containers run;
 # qemu-system-x86: the guest kernel with NFS that the NAS tests run in (scripts/nfs-guest.sh;
-# this machine's kernel has no NFS), which also fetches its kernel package with apt-get download.
+# this machine's kernel has no NFS), which also fetches its kernel package with apt-get download;
+# rclone: `rclone serve docker`, the plugin the benchmarks (bench/) measure ossnas against.
 packages=(docker.io s3fs fuse3 util-linux e2fsprogs xfsprogs debootstrap docker-registry busybox-static ca-certificates curl
-          qemu-system-x86)
+          qemu-system-x86 rclone)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

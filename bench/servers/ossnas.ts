@@ -1,5 +1,6 @@
 // ossnas itself: the built program (dist/main.js) as a plain host process, everything it keeps
-// in a private directory, as test/helpers/plugin-process.ts starts it. Volumes are type=disk with
+// in a private directory, as test/helpers/plugin-process.ts starts it, with the node flags and the
+// tuning environment of the plugin's config.json, so that it runs as the plugin does. Volumes are type=disk with
 // size=16M: Create validates the options and records the volume (no image file, no mkfs, no
 // mount, no network; those happen at Mount, which the benchmark never calls).
 import { access, mkdir, readFile } from 'node:fs/promises';
@@ -9,6 +10,21 @@ import { launch, type Launcher } from '../process.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MAIN = path.join(REPO_ROOT, 'dist', 'main.js');
+
+interface PluginConfig {
+  entrypoint: string[];
+  env: { name: string; value: string }[];
+}
+
+/** The node flags between node and main.js in config.json's entrypoint, and its UV_THREADPOOL_SIZE. */
+async function asThePluginRuns(): Promise<{ nodeFlags: string[]; env: Record<string, string> }> {
+  const config = JSON.parse(await readFile(path.join(REPO_ROOT, 'plugin', 'config.json'), 'utf8')) as PluginConfig;
+  const node = config.entrypoint.findIndex((a) => a.endsWith('/node'));
+  const main = config.entrypoint.findIndex((a) => a.endsWith('/main.js'));
+  if (node < 0 || main < node) throw new Error(`plugin/config.json entrypoint has no node ... main.js: ${config.entrypoint.join(' ')}`);
+  const env = Object.fromEntries(config.env.filter((e) => e.name === 'UV_THREADPOOL_SIZE').map((e) => [e.name, e.value]));
+  return { nodeFlags: config.entrypoint.slice(node + 1, main), env };
+}
 
 export const ossnas: Launcher = {
   name: 'ossnas',
@@ -21,9 +37,10 @@ export const ossnas: Launcher = {
     });
     await mkdir(path.join(dir, 'credentials'), { recursive: true });
     const socket = path.join(dir, 'ossnas.sock');
+    const plugin = await asThePluginRuns();
     return launch(
       process.execPath,
-      [MAIN],
+      [...plugin.nodeFlags, MAIN],
       {
         PATH: process.env.PATH ?? '/usr/bin:/bin',
         OSSNAS_SOCKET: socket,
@@ -32,7 +49,7 @@ export const ossnas: Launcher = {
         OSSNAS_CREDENTIALS_DIR: path.join(dir, 'credentials'),
         OSSNAS_RUN_DIR: path.join(dir, 'run'),
         LOG_LEVEL: 'info', // the default: one line per Create/Remove, Get/Path/List at debug
-        UV_THREADPOOL_SIZE: '64', // as config.json sets it
+        ...plugin.env,
       },
       socket,
     );
