@@ -19,6 +19,12 @@ export interface Settings {
   mountTimeoutMs: number;
   /** What an OSS volume created without `url` or credentials gets, so compose files name only a bucket. */
   ossDefaults: { url?: string; credentials?: string };
+  /**
+   * Capabilities' Scope. `global` tells Docker (and swarm) that a volume name means the same data
+   * on every host, which holds only when every host has the plugin, the profile and the same
+   * endpoints; `local` (the default) makes each host's volumes its own.
+   */
+  scope: 'local' | 'global';
 }
 
 export const DEFAULTS = {
@@ -32,6 +38,7 @@ export const DEFAULTS = {
   OSSNAS_DEFAULT_URL: '',
   OSSNAS_DEFAULT_CREDENTIALS: '',
   LOG_LEVEL: 'info',
+  SCOPE: 'local',
 } as const;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -67,6 +74,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     throw new SettingsError(`OSSNAS_MOUNT_TIMEOUT must be seconds between 1 and 110, got '${timeoutRaw}'`);
   }
 
+  const scope = get('SCOPE').toLowerCase();
+  if (scope !== 'local' && scope !== 'global') throw new SettingsError(`SCOPE must be local or global, got '${scope}'`);
+
   return {
     socket: absolute('OSSNAS_SOCKET', get('OSSNAS_SOCKET')),
     stateDir: absolute('OSSNAS_STATE_DIR', get('OSSNAS_STATE_DIR')),
@@ -81,5 +91,6 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       ...(get('OSSNAS_DEFAULT_URL') && { url: get('OSSNAS_DEFAULT_URL') }),
       ...(get('OSSNAS_DEFAULT_CREDENTIALS') && { credentials: get('OSSNAS_DEFAULT_CREDENTIALS') }),
     },
+    scope,
   };
 }

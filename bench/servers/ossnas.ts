@@ -18,10 +18,10 @@ interface PluginConfig {
 
 /** The node flags between node and main.js in config.json's entrypoint, and its UV_THREADPOOL_SIZE. */
 async function asThePluginRuns(): Promise<{ nodeFlags: string[]; env: Record<string, string> }> {
-  const config = JSON.parse(await readFile(path.join(REPO_ROOT, 'plugin', 'config.json'), 'utf8')) as PluginConfig;
+  const config = JSON.parse(await readFile(path.join(REPO_ROOT, 'config.json'), 'utf8')) as PluginConfig;
   const node = config.entrypoint.findIndex((a) => a.endsWith('/node'));
   const main = config.entrypoint.findIndex((a) => a.endsWith('/main.js'));
-  if (node < 0 || main < node) throw new Error(`plugin/config.json entrypoint has no node ... main.js: ${config.entrypoint.join(' ')}`);
+  if (node < 0 || main < node) throw new Error(`config.json entrypoint has no node ... main.js: ${config.entrypoint.join(' ')}`);
   const env = Object.fromEntries(config.env.filter((e) => e.name === 'UV_THREADPOOL_SIZE').map((e) => [e.name, e.value]));
   return { nodeFlags: config.entrypoint.slice(node + 1, main), env };
 }

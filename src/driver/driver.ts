@@ -301,7 +301,7 @@ export class VolumeDriver {
   }
 
   capabilities(): { Scope: 'local' | 'global' } {
-    return { Scope: 'local' };
+    return { Scope: this.settings.scope };
   }
 
   private summary(v: VolumeRecord): VolumeInfo {

@@ -215,6 +215,7 @@ describe('the program', () => {
         OSSNAS_CREDENTIALS_DIR: path.join(tmp.dir, 'creds'),
         OSSNAS_RUN_DIR: path.join(tmp.dir, 'run'),
         LOG_LEVEL: 'warn',
+        SCOPE: 'global',
       },
       stdio: 'ignore',
     });
@@ -225,6 +226,7 @@ describe('the program', () => {
     assert.ok(listening >= 0 && listening < 1000, `listening after ${listening} ms`);
     const c = new PluginClient(socket);
     assert.deepEqual((await c.call('VolumeDriver.List', {})).json, { Volumes: [], Err: '' });
+    assert.deepEqual((await c.call('VolumeDriver.Capabilities')).json, { Capabilities: { Scope: 'global' } }, 'SCOPE from the environment');
     c.close();
     // SIGTERM: exits promptly (dockerd kills after 10 s).
     const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));

@@ -22,6 +22,7 @@ export function testSettings(dir: string, overrides: Partial<Settings> = {}): Se
     logLevel: 'debug',
     mountTimeoutMs: 10_000,
     ossDefaults: {},
+    scope: 'local',
     ...overrides,
   };
 }

@@ -80,6 +80,11 @@ describe('settings', () => {
     assert.throws(() => loadSettings({ OSSNAS_HOST_PID: 'init' }), /OSSNAS_HOST_PID must be 'auto' or a process id/);
     assert.throws(() => loadSettings({ LOG_LEVEL: 'loud' }), /LOG_LEVEL must be one of/);
     assert.throws(() => loadSettings({ OSSNAS_MOUNT_TIMEOUT: '0' }), /OSSNAS_MOUNT_TIMEOUT must be seconds/);
+    assert.throws(() => loadSettings({ SCOPE: 'cluster' }), /SCOPE must be local or global, got 'cluster'/);
+  });
+  it('scope: local unless set to global', () => {
+    assert.equal(loadSettings({}).scope, 'local');
+    assert.equal(loadSettings({ SCOPE: 'Global' }).scope, 'global');
   });
 });
 
