@@ -238,10 +238,9 @@ export class VolumeDriver {
       }
       await ensureDir(target, 0o755);
       await backend.mount(v.name, v.options, target, this.ctx);
-      v.mounted = true;
-      delete v.lastError;
+      markMounted(v, true);
     } catch (err) {
-      v.mounted = false;
+      markMounted(v, false);
       const message = await this.recordError(v, (err as Error).message);
       if (!(err instanceof BackendError || err instanceof OptionsError)) {
         this.log.error({ volume: v.name, err: message }, 'unexpected mount failure');
@@ -268,7 +267,7 @@ export class VolumeDriver {
         const backend = backendFor(this.backends, v.options);
         try {
           await backend.unmount(v.name, v.options, target, this.ctx);
-          v.mounted = false;
+          markMounted(v, false);
         } catch (err) {
           // Still mounted: keep the reference so that state tells the truth and a retry works.
           v.mounts[mountId] = count;
@@ -324,7 +323,8 @@ export class VolumeDriver {
       ...target,
       mounted: v.mounted,
       refs,
-      health: v.lastError ? 'error' : v.mounted ? 'ok' : 'idle',
+      health: health(v),
+      since: v.since ?? v.createdAt,
       ...(v.lastError && { lastError: v.lastError.message, lastErrorAt: v.lastError.at }),
     };
   }
@@ -332,7 +332,9 @@ export class VolumeDriver {
   /** Keeps a failure in state for Status, secrets removed, and returns the scrubbed text. */
   private async recordError(v: VolumeRecord, text: string): Promise<string> {
     const message = scrub(text, secretValues(v.options));
+    const before = health(v);
     v.lastError = { message, at: new Date().toISOString() };
+    if (before !== 'error') v.since = v.lastError.at;
     await this.db.save(v.name);
     return message;
   }
@@ -343,7 +345,7 @@ export class VolumeDriver {
       .run(name, async () => {
         const v = this.find(name);
         if (!v) return;
-        v.mounted = false; // the next Mount replaces it, if the repair has not by then
+        markMounted(v, false); // the next Mount replaces it, if the repair has not by then
         const message = await this.recordError(v, `mount lost: ${reason}`);
         this.log.warn({ volume: name, reason: message, refs: refCount(v) }, 'mount lost');
       })
@@ -391,8 +393,7 @@ export class VolumeDriver {
           .adopt?.(name, v.options, target, this.ctx)
           .catch((err: Error) => this.log.warn({ volume: name, err: err.message }, 'adopted mount is not watched'));
         if (!v.mounted) {
-          v.mounted = true;
-          delete v.lastError;
+          markMounted(v, true);
           await this.db.save(name);
         }
         return 'adopted' as const;
@@ -448,7 +449,7 @@ export class VolumeDriver {
       }
     }
     v.mounts = {};
-    v.mounted = false;
+    markMounted(v, false);
     await this.db.save(v.name);
   }
 
@@ -461,7 +462,7 @@ export class VolumeDriver {
       try {
         await backendFor(this.backends, v.options).unmount(name, v.options, target, this.ctx);
         if (v.mounted) {
-          v.mounted = false;
+          markMounted(v, false);
           await this.db.save(name);
         }
         this.log.info({ volume: name }, 'mount that no container holds was undone');
@@ -498,6 +499,21 @@ export class VolumeDriver {
   async flush(): Promise<void> {
     await this.db.compact();
   }
+}
+
+type Health = 'ok' | 'idle' | 'error';
+
+/** What Status calls health: the last mount attempt failed or a mount was lost; else mounted or not. */
+function health(v: VolumeRecord): Health {
+  return v.lastError ? 'error' : v.mounted ? 'ok' : 'idle';
+}
+
+/** Records a mount (which clears the last error) or its end, and when Status's health last changed. */
+function markMounted(v: VolumeRecord, mounted: boolean): void {
+  const before = health(v);
+  v.mounted = mounted;
+  if (mounted) delete v.lastError;
+  if (health(v) !== before) v.since = new Date().toISOString();
 }
 
 function validateMountId(id: unknown): string {

@@ -24,6 +24,8 @@ export interface VolumeRecord {
   /** Whether ossnas believes the backend is mounted at the mountpoint. */
   mounted: boolean;
   lastError?: { message: string; at: string };
+  /** When Status's health (ok, idle, error) last changed; RFC 3339. Absent: since createdAt. */
+  since?: string;
 }
 
 export interface StateData {

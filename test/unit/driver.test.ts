@@ -45,9 +45,32 @@ describe('Create', () => {
     assert.equal(v.Mountpoint, path.join(settings.mountRoot, 'v1'));
     assert.match(v.CreatedAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
     assert.equal(new Date(v.CreatedAt).toISOString(), v.CreatedAt);
-    assert.deepEqual(v.Status, { type: 'fake', target: 'bucket-a', mounted: false, refs: 0, health: 'idle' });
+    assert.deepEqual(v.Status, { type: 'fake', target: 'bucket-a', mounted: false, refs: 0, health: 'idle', since: v.CreatedAt });
     assert.deepEqual(driver.list().map((x) => x.Name), ['v1']);
     assert.throws(() => driver.get('nope'), err('not-found', /volume nope not found/));
+  });
+
+  it("Status says since when its health holds: mounted, failed, mounted again, unmounted", async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', opts);
+    const status = () => driver.get('v').Status as { health: string; since: string };
+    const changes: string[] = [status().since];
+    const step = async (expected: string, action: () => Promise<unknown>) => {
+      await new Promise((r) => setTimeout(r, 5)); // timestamps are milliseconds
+      await action();
+      assert.equal(status().health, expected);
+      changes.push(status().since);
+    };
+    await step('ok', () => driver.mount('v', 'A'));
+    await step('ok', () => driver.mount('v', 'B')); // shares the mount: health unchanged
+    assert.equal(changes[2], changes[1], 'a second container does not change since');
+    await step('idle', async () => (await driver.unmount('v', 'A'), driver.unmount('v', 'B')));
+    fake.failNextMounts = 1;
+    await step('error', () => driver.mount('v', 'C').catch(() => undefined));
+    await step('ok', () => driver.mount('v', 'C'));
+    for (const at of changes) assert.equal(new Date(at).toISOString(), at, 'RFC 3339');
+    const transitions = [0, 1, 3, 4, 5].map((i) => changes[i]!); // created, ok, idle, error, ok
+    assert.ok(transitions.every((t, i) => i === 0 || t > transitions[i - 1]!), `each change of health has a later time: ${changes.join(' ')}`);
   });
 
   it('List and Status follow every Create and Remove (both are answered from caches)', async () => {
