@@ -110,7 +110,7 @@ export function createRouter(ready: Promise<VolumeDriver>): Router {
   router.post('/VolumeDriver.Get', async (ctx) => {
     const req = await parse(ctx, NameReq);
     ctx.state.volume = req.Name;
-    ctx.body = { Volume: (await ready).get(req.Name), Err: '' };
+    ctx.body = { Volume: await (await ready).inspect(req.Name), Err: '' };
   });
 
   // About 120 bytes a volume, and dockerd lists at every start and `docker volume ls`: serialised

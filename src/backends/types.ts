@@ -19,6 +19,11 @@ export interface Backend {
   readonly type: string;
   /** Canonical option keys this type accepts (for messages and key folding). */
   readonly keys: readonly string[];
+  /**
+   * Its mounts are local kernel filesystems, so Get may show their size and use: statfs of a
+   * network or FUSE mount can wait on the network, and Get must not.
+   */
+  readonly localFilesystem?: boolean;
   /** Validates options (keys already canonical) and returns their normalised form. Throws OptionsError. */
   parse(options: Record<string, string>): VolumeOptions;
   /** Checks that need the plugin's surroundings (a credentials profile exists). Runs at Create. */

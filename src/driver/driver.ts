@@ -14,7 +14,7 @@ import { lazyUnmount } from '../host/unmount.js';
 import { openHostNamespace } from '../host/hostns.js';
 import { isMountpoint, readMounts } from '../host/mountinfo.js';
 import { mountUsers, MountUsersUnknown } from '../host/mount-users.js';
-import { probeMount } from '../host/probe.js';
+import { probeMount, usageOf, type Usage } from '../host/probe.js';
 import type { Logger } from '../log.js';
 import { scrub, secretValues } from '../redact.js';
 import type { Settings } from '../settings.js';
@@ -37,6 +37,8 @@ export interface DriverHost {
   mountpoints(): Promise<Set<string>>;
   /** undefined when the mount at path serves, else why not. */
   probe(path: string): Promise<string | undefined>;
+  /** Size and use of the filesystem at path; undefined when it does not answer at once. */
+  usage(path: string): Promise<Usage | undefined>;
   /** Mounts of the filesystem at `path` outside the directories in `ours` (containers holding it). */
   mountUsers(path: string, ours: readonly string[]): Promise<string[]>;
 }
@@ -96,6 +98,7 @@ export class VolumeDriver {
       isMountpoint,
       mountpoints: async () => new Set((await readMounts()).map((m) => m.mountPoint)),
       probe: probeMount,
+      usage: usageOf,
       mountUsers,
     },
   ): Promise<VolumeDriver> {
@@ -294,6 +297,18 @@ export class VolumeDriver {
   }
 
   /** The same array until a volume is created or removed: callers must not change it. */
+  /**
+   * Get's answer: `get`, plus the size and use of a mounted volume on a local filesystem (a disk
+   * volume), read at the moment: that is what `docker volume inspect` is asked for.
+   */
+  async inspect(name: unknown): Promise<VolumeInfo> {
+    const info = this.get(name);
+    const v = this.require(info.Name);
+    if (!v.mounted || !backendFor(this.backends, v.options).localFilesystem) return info;
+    const usage = await this.host.usage(info.Mountpoint);
+    return usage ? { ...info, Status: { ...info.Status, ...usage } } : info;
+  }
+
   list(): readonly VolumeInfo[] {
     this.listed ??= Object.freeze(Object.values(this.db.data.volumes).map((v) => this.summary(v)));
     return this.listed;

@@ -6,6 +6,8 @@ import { BackendError, type Backend, type BackendContext, type VolumeOptions } f
 export class FakeBackend implements Backend {
   readonly type = 'fake';
   readonly keys = ['type', 'target', 'akSecret', 'delayMs', 'fail'] as const;
+  /** Whether Get shows size and use (the host double's numbers) for its mounts. */
+  localFilesystem = false;
   readonly mounted = new Set<string>();
   /** Mounts still in the table whose client no longer answers. */
   readonly dead = new Set<string>();

@@ -15,6 +15,7 @@ export async function fakeDriver(dir: string, fake = new FakeBackend()) {
     isMountpoint: async (p) => fake.mounted.has(p),
     mountpoints: async () => new Set(fake.mounted),
     probe: async (p) => (fake.dead.has(p) ? `${p}: ENOTCONN` : undefined),
+    usage: async () => ({ totalBytes: 1 << 20, usedBytes: 1 << 18, usedPercent: 25 }),
     mountUsers: async (p) => {
       if (fake.usersUnknown) throw new MountUsersUnknown('the double cannot see every namespace');
       return fake.mounted.has(p) ? (fake.users.get(p) ?? []) : [];

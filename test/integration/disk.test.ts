@@ -47,6 +47,11 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
     assert.equal(await readFile(path.join(mp, 'keep.txt'), 'utf8'), 'kept', 'never reformatted');
     const st = ((await call('Get', { Name: 'd1' })).json.Volume as { Status: Record<string, unknown> }).Status;
     assert.deepEqual([st.type, st.size, st.fsType, st.mounted, st.refs], ['disk', '64M', 'ext4', true, 1]);
+    // Size and use, read at Get: the write that hit ENOSPC left the filesystem full.
+    const total = Number(st.totalBytes);
+    assert.ok(total > 50 * 2 ** 20 && total <= 64 * 2 ** 20, `totalBytes ${st.totalBytes}`);
+    assert.ok(Number(st.usedBytes) > 50 * 2 ** 20 && Number(st.usedBytes) <= total, `usedBytes ${st.usedBytes}`);
+    assert.ok(Number(st.usedPercent) >= 90 && Number(st.usedPercent) <= 100, `usedPercent ${st.usedPercent}`);
 
     await access(image('d1'));
     await call('Unmount', { Name: 'd1', ID: ID(2) });

@@ -73,6 +73,18 @@ describe('Create', () => {
     assert.ok(transitions.every((t, i) => i === 0 || t > transitions[i - 1]!), `each change of health has a later time: ${changes.join(' ')}`);
   });
 
+  it('Get (inspect) adds size and use only for a mounted volume on a local filesystem', async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    assert.equal((await driver.inspect('v')).Status?.usedBytes, undefined, 'a network or FUSE mount is never statfs-ed by Get');
+    fake.localFilesystem = true;
+    assert.deepEqual((await driver.inspect('v')).Status, { ...driver.get('v').Status, totalBytes: 1 << 20, usedBytes: 1 << 18, usedPercent: 25 });
+    await driver.unmount('v', 'A');
+    assert.deepEqual(await driver.inspect('v'), driver.get('v'), 'nothing to measure while unmounted');
+    await assert.rejects(driver.inspect('nope'), err('not-found', /volume nope not found/));
+  });
+
   it('List and Status follow every Create and Remove (both are answered from caches)', async () => {
     const { driver } = await setup();
     const names = () => driver.list().map((x) => x.Name);

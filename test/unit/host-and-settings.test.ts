@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import { removeEmptyMountpoint } from '../../src/host/files.js';
+import { probeMount, usageOf } from '../../src/host/probe.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { REDACTED, scrub } from '../../src/redact.js';
 import { DEFAULTS, loadSettings } from '../../src/settings.js';
@@ -40,6 +41,29 @@ describe('removing a mountpoint directory', () => {
       await unlink(path.join(mp, 'data'));
       assert.equal(await removeEmptyMountpoint(mp), 'removed');
       assert.equal(await removeEmptyMountpoint(mp), 'absent');
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+describe('statfs of a mount', () => {
+  it('gives size and use as df does, and why a path does not answer', { skip: rootSkipReason() }, async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      await execa('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'sized', dir]);
+      try {
+        await writeFile(path.join(dir, 'one-mib'), Buffer.alloc(2 ** 20, 1));
+        const u = await usageOf(dir);
+        assert.equal(u?.totalBytes, 4 * 2 ** 20);
+        assert.ok(u!.usedBytes >= 2 ** 20 && u!.usedBytes < 2 * 2 ** 20, `usedBytes ${u?.usedBytes}`);
+        assert.equal(u?.usedPercent, Math.ceil((u!.usedBytes / u!.totalBytes) * 100), 'tmpfs reserves nothing for root');
+        assert.equal(await probeMount(dir), undefined);
+      } finally {
+        await execa('umount', [dir]);
+      }
+      assert.equal(await usageOf(path.join(dir, 'missing')), undefined);
+      assert.match(String(await probeMount(path.join(dir, 'missing'))), /missing: ENOENT$/);
     } finally {
       await cleanup();
     }

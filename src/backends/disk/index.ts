@@ -52,6 +52,7 @@ async function exists(file: string): Promise<boolean> {
 export class DiskBackend implements Backend {
   readonly type = 'disk';
   readonly keys = DISK_KEYS;
+  readonly localFilesystem = true;
 
   parse(options: Record<string, string>): VolumeOptions {
     return fromSpec(toSpec(options));
