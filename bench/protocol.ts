@@ -8,11 +8,11 @@
 //            --out .cache/bench-protocol.json
 // Needs `npm run build` first (ossnas runs from dist/) and rclone (apt-get install -y rclone).
 // No root needed and no Docker: nothing is ever mounted (no Mount call is made).
-import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, CONCURRENCY, phase, shuffled, type Phase } from './client.js';
 import { dirBytes, mountsBelow, type Launcher } from './process.js';
 import { floor } from './servers/floor.js';
@@ -137,34 +137,6 @@ async function runServer(launcher: Launcher, n: number, reads: number): Promise<
     const mounted = await mountsBelow(dir);
     if (mounted.length > 0) log(`${tag} left in place, something is mounted below it: ${mounted.join(' ')}`);
     else await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/** dist/ must be newer than every source file, or the benchmark would measure old code. */
-async function checkBuild(): Promise<void> {
-  const main = path.join(REPO_ROOT, 'dist', 'main.js');
-  const built = await stat(main).catch(() => undefined);
-  if (!built) throw new Error('dist/main.js does not exist: run `npm run build` first');
-  const newest = async (dir: string): Promise<number> => {
-    let t = 0;
-    for (const e of await readdir(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      t = Math.max(t, e.isDirectory() ? await newest(p) : (await stat(p)).mtimeMs);
-    }
-    return t;
-  };
-  if ((await newest(path.join(REPO_ROOT, 'src'))) > built.mtimeMs) {
-    throw new Error('src/ changed after dist/ was built: run `npm run build` first');
-  }
-}
-
-function gitRevision(): string {
-  try {
-    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    return dirty ? `${rev} (src modified)` : rev;
-  } catch {
-    return 'unknown';
   }
 }
 
