@@ -1,6 +1,6 @@
 // FUSE clients (s3fs, ossfs) run in the foreground as our children, so we see their exit status
-// and their own error text, and we decide when the mount counts as ready: when the kernel lists
-// it in the mount table (a double-forking client gives no such signal).
+// and their own error text, and we decide when the mount counts as ready: when statfs of the
+// mountpoint is answered by a FUSE filesystem (a double-forking client gives no such signal).
 import { readFile, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { ResultPromise } from 'execa';
@@ -24,7 +24,7 @@ export interface FuseStart {
   secrets: string[];
   log: Logger;
   /**
-   * Inside the managed plugin: a process in the host's mount namespace. A ready client is then
+   * Inside the managed plugin: a process in the host's mount namespace. The client is then
    * moved out of our cgroups (through the host's cgroupfs), so that it outlives a plugin crash.
    */
   hostPid?: number;
@@ -46,12 +46,31 @@ export interface FuseDaemon {
 }
 
 const STDERR_TAIL_BYTES = 8192;
-const POLL_MS = 10;
-const READY_GRACE_MS = 50;
+/** statfs of a directory that is not mounted yet costs microseconds: polled often, it adds little to a mount. */
+const POLL_MS = 2;
+/** statfs's f_type for every FUSE filesystem (linux/magic.h). */
+const FUSE_SUPER_MAGIC = 0x65735546;
 
 async function isFuseMounted(target: string): Promise<boolean> {
   const m = await findMount(target);
   return !!m && m.fsType.startsWith('fuse');
+}
+
+/**
+ * Whether a FUSE client has answered at `target`: 'answered', 'not-yet' (still the directory
+ * below), or 'aborted' (the client gave up after mounting). statfs waits for the client's answer
+ * to the kernel's INIT, which s3fs gives only after its check of the bucket and keys passed; when
+ * the check fails it exits without answering, and statfs fails with ECONNABORTED (measured with
+ * s3fs 1.90 and a missing bucket or an unknown key: never answered, exit 1-4 ms later).
+ */
+async function fuseAnswer(target: string, ms: number): Promise<'answered' | 'not-yet' | 'aborted' | 'timeout'> {
+  try {
+    const st = await withTimeout(statfs(target), ms);
+    return st.type === FUSE_SUPER_MAGIC ? 'answered' : 'not-yet';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ECONNABORTED' || code === 'ENOTCONN' ? 'aborted' : code ? 'not-yet' : 'timeout';
+  }
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -102,35 +121,30 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
   const daemon: FuseDaemon = { command: spec.command, pid: child.pid, exited, stderrTail };
   const name = spec.command;
 
+  // Out of our cgroups while it mounts, not after: the move takes a few ms per hierarchy.
+  const leaving =
+    spec.hostPid !== undefined && child.pid ? outliveUs(child.pid, spec.hostPid, name, spec.log) : Promise.resolve();
+  const failed = async () => {
+    const r = await exited;
+    await lazyUnmount(spec.target); // a client that died mounted leaves a dead mount behind
+    const how = r.signal ? `killed by ${r.signal}` : `exit code ${r.code}`;
+    return new FuseMountError(
+      r.stderr ? `${name} could not mount (${how}): ${r.stderr}` : `${name} stopped before the mount was ready (${how})`,
+    );
+  };
+
   const deadline = Date.now() + spec.deadlineMs;
   while (Date.now() < deadline) {
-    if (await isFuseMounted(spec.target)) {
-      // The mount appears before the client has checked the bucket (s3fs does that while
-      // answering the kernel's INIT, then exits on failure). statfs waits for INIT; a short
-      // grace then shows whether the client stayed.
-      // Only an answer counts: a client stuck checking an unreachable endpoint (a blackholed
-      // server) never answers INIT, and its mount must not be handed out as ready.
-      const answered = await withTimeout(statfs(spec.target), Math.max(deadline - Date.now(), 1)).then(
-        () => true,
-        () => false,
-      );
-      if (answered) {
-        await Promise.race([exited, sleep(READY_GRACE_MS)]);
-        if (!done && (await isFuseMounted(spec.target))) {
-          if (spec.hostPid !== undefined && child.pid) await outliveUs(child.pid, spec.hostPid, name, spec.log);
-          return daemon;
-        }
-      }
+    // Only an answer counts: a client stuck checking an unreachable endpoint (a blackholed
+    // server) never answers INIT, and its mount must not be handed out as ready.
+    const answer = await fuseAnswer(spec.target, Math.max(deadline - Date.now(), 1));
+    if (answer === 'answered' && !done && (await isFuseMounted(spec.target))) {
+      await leaving;
+      return daemon;
     }
-    if (done) {
-      const r = await exited;
-      await lazyUnmount(spec.target); // a client that died mounted leaves a dead mount behind
-      const how = r.signal ? `killed by ${r.signal}` : `exit code ${r.code}`;
-      throw new FuseMountError(
-        r.stderr ? `${name} could not mount (${how}): ${r.stderr}` : `${name} stopped before the mount was ready (${how})`,
-      );
-    }
-    await Promise.race([exited, sleep(POLL_MS)]);
+    // An aborted connection means the client is on its way out: wait for its exit and its words.
+    await Promise.race([exited, sleep(answer === 'aborted' ? 1000 : POLL_MS)]);
+    if (done) throw await failed();
   }
 
   // Too slow: stop the client and make sure nothing is left mounted.
