@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine of our kind, as root: installs what it needs, starts
 # dockerd (tests start their own S3 servers and registries), builds, and runs every level:
-# unit, api, integration (real s3fs), e2e (real dockerd, the real plugin).
+# unit, api, integration (real s3fs), e2e (real dockerd, the real plugin), and the benchmarks'
+# short versions (bench/, so that they cannot rot).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -16,7 +17,7 @@ status=0
 node --import tsx --test --test-concurrency=1 \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$tap" \
-  test/unit/*.test.ts test/api/*.test.ts test/integration/*.test.ts test/e2e/*.test.ts || status=$?
+  test/unit/*.test.ts test/api/*.test.ts test/integration/*.test.ts test/e2e/*.test.ts test/bench/*.test.ts || status=$?
 
 # One closing line, whatever the reporter printed.
 pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$tap" | tail -1)

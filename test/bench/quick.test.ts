@@ -1,0 +1,55 @@
+// The benchmarks' short versions (--quick: small N, few rounds), so that the suite under bench/
+// cannot rot: each must finish, clean up, and write numbers. The numbers are not judged here (the
+// machines are shared and noisy); `npm run bench` prints them with their targets.
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { execa } from 'execa';
+import { readMounts } from '../../src/host/mountinfo.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { REPO_ROOT } from '../helpers/plugin-process.js';
+
+/** Every finite number in a JSON document. */
+function numbersIn(x: unknown): number[] {
+  if (typeof x === 'number') return Number.isFinite(x) ? [x] : [];
+  if (x && typeof x === 'object') return Object.values(x).flatMap(numbersIn);
+  return [];
+}
+
+async function runQuick(script: string): Promise<Record<string, unknown>> {
+  const { dir, cleanup } = await tempDir('ossnas-bench-quick-');
+  try {
+    const out = path.join(dir, `${script}.json`);
+    const r = await execa(process.execPath, ['--import', 'tsx', path.join('bench', `${script}.ts`), '--quick', '--out', out], {
+      cwd: REPO_ROOT,
+      reject: false,
+      all: true,
+      timeout: 15 * 60_000,
+    });
+    assert.equal(r.exitCode, 0, `bench/${script}.ts --quick failed:\n${String(r.all).slice(-3000)}`);
+    return JSON.parse(await readFile(out, 'utf8')) as Record<string, unknown>;
+  } finally {
+    await cleanup();
+  }
+}
+
+describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 60_000 }, () => {
+  it('protocol: ossnas, rclone and the floor each answered every phase', async () => {
+    const j = await runQuick('protocol');
+    const results = j.results as { server: string; create: { opsPerSec: number }; getSeq: { p99Ms: number } }[];
+    assert.deepEqual([...new Set(results.map((r) => r.server))].sort(), ['floor', 'ossnas', 'rclone']);
+    for (const r of results) assert.ok(r.create.opsPerSec > 0 && r.getSeq.p99Ms > 0, `${r.server}: ${JSON.stringify(r).slice(0, 300)}`);
+  });
+
+  for (const script of ['mount-cycle', 'restore', 'data-path', 'docker-run']) {
+    it(`${script}: finishes, writes numbers and leaves nothing mounted`, async () => {
+      const mountsBefore = new Set((await readMounts()).map((m) => m.mountPoint));
+      const j = await runQuick(script);
+      const numbers = numbersIn(j);
+      assert.ok(numbers.filter((n) => n > 0).length >= 10, `too few numbers: ${JSON.stringify(j).slice(0, 500)}`);
+      const left = (await readMounts()).map((m) => m.mountPoint).filter((mp) => !mountsBefore.has(mp));
+      assert.deepEqual(left, [], 'the benchmark left mounts behind');
+    });
+  }
+});
