@@ -4,8 +4,8 @@
 // defaults); each configuration on its own fresh bucket of one local S3 server (s3rver), all in
 // one run, interleaved operation by operation. Prints a table of medians and ratios, writes JSON.
 //
-//   node --import tsx bench/data-path.ts           (3 x 64 MiB and 200 x 4 KiB per repetition, 5 repetitions: ~5 min)
-//   node --import tsx bench/data-path.ts --quick   (1 x 32 MiB and 50 x 4 KiB, 1 repetition: ~45 s)
+//   node --import tsx bench/data-path.ts           (3 x 64 MiB and 200 x 4 KiB per repetition, 5 repetitions: ~4 min)
+//   node --import tsx bench/data-path.ts --quick   (1 x 32 MiB and 50 x 4 KiB, 1 repetition: ~20 s)
 //   options: --large-mib 64  --large-files 3  --small-count 200  --small-kib 4  --reps 5
 //            --configs ossnas,s3fs-same,s3fs-defaults
 //            --extra-opts 'parallel_count=10,multipart_size=32'   repeatable: each adds a configuration
@@ -16,19 +16,19 @@
 // Needs root (FUSE mounts), s3fs, and `npm run build` (the plugin runs from dist/). Everything it
 // mounts is unmounted again, on error and on Ctrl-C too (lazily if need be).
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { startFuseDaemon, unmountFuse, type FuseDaemon } from '../src/host/fuse.js';
-import { lazyUnmount } from '../src/host/unmount.js';
 import { createLogger } from '../src/log.js';
-import { fuseClientPid, isRunning } from '../test/helpers/docker.js';
-import { finishPlugin, REPO_ROOT, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
-import { startS3, type S3Server } from '../test/helpers/s3.js';
+import { isRunning } from '../test/helpers/docker.js';
+import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
+import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, percentile } from './client.js';
-import { mountsBelow } from './process.js';
+import { Cleanup, clientArgv, forceCleanBelow, mountId, requireRoot, startS3Process, textTable, type S3Process } from './fuse-host.js';
+import { REPO_ROOT } from './servers/ossnas.js';
 
 const MiB = 2 ** 20;
 const CHUNK = MiB; // dd-like: bs=1M
@@ -40,7 +40,6 @@ const WARMUP_BUCKET = 'bench-warmup';
 
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const loadavg = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
 // Configurations and their mounts
@@ -56,65 +55,33 @@ interface Config {
 
 interface Mounted {
   dir: string;
-  /** The s3fs argv serving it, as /proc shows it. */
-  argv: string[];
   unmount(): Promise<void>;
 }
 
-/** Everything mounted and not yet unmounted: mountpoint -> the pid of the s3fs serving it, once known. */
-const active = new Map<string, () => number | undefined>();
 /** Set by the cleanup: no new mount after it has started. */
 let stopping = false;
 
-/**
- * Detaches whatever is still mounted, in a hurry (after an error or a signal), without hanging.
- * s3rver runs in this process, and spawning a process (umount) blocks our event loop until the
- * child has exec'd; exec closes the child's inherited copies of our open files, and closing a
- * file with unwritten data on s3fs makes s3fs upload it, to s3rver, which cannot answer: a
- * deadlock (seen, on Ctrl-C during a write). So every s3fs of ours is killed first (closes then
- * fail at once: the bench's buckets are thrown away anyway), and only then is anything spawned.
- */
-async function detachAll(): Promise<void> {
-  while (active.size > 0) {
-    const entries = [...active];
-    const pids = entries.map(([, pid]) => pid()).filter((p): p is number => p !== undefined);
-    for (const pid of pids) if (await isRunning(pid)) process.kill(pid, 'SIGKILL');
-    for (const pid of pids) for (let i = 0; i < 50 && (await isRunning(pid)); i++) await sleep(100);
-    for (const [dir] of entries.reverse()) {
-      log(`cleanup: detaching ${dir}`);
-      await lazyUnmount(dir);
-      active.delete(dir);
-    }
-  }
-}
-
 interface Env {
   dir: string;
-  s3: S3Server;
+  s3: S3Process;
   plugin: PluginProcess;
   client: BenchClient;
   passwdFile: string;
-  /** ossnas's own s3fs argv as a template: (bucket, mountpoint, passwd file) -> argv[1..]. */
-  sameArgs?: (bucket: string, target: string, passwd: string) => string[];
+  /** ossnas's own s3fs argv as a template: (bucket, mountpoint) -> argv[1..], with our passwd file. */
+  sameArgs?: (bucket: string, target: string) => string[];
+  mounts: number;
 }
 
 const volumeName = (c: Config) => `bench-${c.name}`;
 
 async function mountOssnas(env: Env, c: Config): Promise<Mounted> {
-  const id = randomBytes(32).toString('hex');
+  const id = mountId(++env.mounts);
   const name = volumeName(c);
   const r = await env.client.call('VolumeDriver.Mount', { Name: name, ID: id });
-  const dir = String(r.json.Mountpoint);
-  const pid = await fuseClientPid(dir);
-  active.set(dir, () => pid);
-  const argv = pid ? (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0$/, '').split('\0') : [];
-  if (argv.length === 0) throw new Error(`no s3fs process serves ${dir} after Mount`);
   return {
-    dir,
-    argv,
+    dir: String(r.json.Mountpoint),
     async unmount() {
       await env.client.call('VolumeDriver.Unmount', { Name: name, ID: id });
-      active.delete(dir);
     },
   };
 }
@@ -124,24 +91,25 @@ async function mountRaw(env: Env, c: Config): Promise<Mounted> {
   const dir = path.join(env.dir, 'mnt', c.name);
   await mkdir(dir, { recursive: true });
   const args = rawArgs(env, c, dir);
-  let daemon: FuseDaemon | undefined;
-  active.set(dir, () => daemon?.pid);
-  daemon = await startFuseDaemon({
-    command: 's3fs',
-    args,
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: env.dir },
-    target: dir,
-    deadlineMs: MOUNT_DEADLINE_MS,
-    secrets: [KEY_SECRET],
-    log: createLogger('silent'),
-  });
+  let daemon: FuseDaemon;
+  try {
+    daemon = await startFuseDaemon({
+      command: 's3fs',
+      args,
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', HOME: env.dir },
+      target: dir,
+      deadlineMs: MOUNT_DEADLINE_MS,
+      secrets: [KEY_SECRET],
+      log: createLogger('silent'),
+    });
+  } catch (err) {
+    throw new Error(`${c.name}: ${(err as Error).message}`); // it leaves nothing mounted when it fails
+  }
   return {
     dir,
-    argv: ['s3fs', ...args],
     async unmount() {
       await unmountFuse(dir, daemon);
-      if (daemon?.pid !== undefined && (await isRunning(daemon.pid))) throw new Error(`s3fs ${daemon.pid} did not exit after unmounting ${dir}`);
-      active.delete(dir);
+      if (daemon.pid !== undefined && (await isRunning(daemon.pid))) throw new Error(`s3fs ${daemon.pid} did not exit after unmounting ${dir}`);
     },
   };
 }
@@ -156,7 +124,7 @@ function rawArgs(env: Env, c: Config, target: string): string[] {
     case 's3fs-same':
     case 'candidate':
       if (!env.sameArgs) throw new Error('internal: ossnas argv not read yet');
-      return [...env.sameArgs(c.bucket, target, env.passwdFile), ...o(c.extra)];
+      return [...env.sameArgs(c.bucket, target), ...o(c.extra)];
     default:
       throw new Error(`internal: ${c.kind} is not raw s3fs`);
   }
@@ -170,18 +138,19 @@ async function mount(env: Env, c: Config): Promise<Mounted> {
 /**
  * Mounts the ossnas volume once and turns its s3fs argv into a template for the raw runs: the
  * bucket, the mountpoint and the passwd file (which ossnas deletes once mounted) are replaced.
+ * Returns that argv, for the report.
  */
 async function readOssnasArgv(env: Env, c: Config): Promise<string[]> {
   const m = await mount(env, c);
   try {
-    const [cmd, bucket, target, ...rest] = m.argv;
-    if (path.basename(cmd ?? '') !== 's3fs' || bucket !== c.bucket || target !== m.dir) {
-      throw new Error(`unexpected argv of ossnas's s3fs: ${m.argv.join(' ')}`);
+    const TARGET = '\0target'; // placeholders, replaced per configuration
+    const { plugin, raw } = await clientArgv(m.dir, TARGET, env.passwdFile);
+    if (raw[0] !== c.bucket || raw.filter((w) => w === c.bucket).length !== 1 || raw[1] !== TARGET) {
+      throw new Error(`unexpected argv of ossnas's s3fs: ${plugin.join(' ')}`);
     }
-    if (rest.includes(m.dir) || rest.includes(c.bucket)) throw new Error(`mountpoint or bucket twice in ${m.argv.join(' ')}`);
-    if (!rest.some((w) => w.startsWith('passwd_file='))) throw new Error(`no passwd_file in ${m.argv.join(' ')}`);
-    env.sameArgs = (b, t, passwd) => [b, t, ...rest.map((w) => (w.startsWith('passwd_file=') ? `passwd_file=${passwd}` : w))];
-    return m.argv;
+    if (!raw.includes(`passwd_file=${env.passwdFile}`)) throw new Error(`no passwd_file in ${plugin.join(' ')}`);
+    env.sameArgs = (bucket, target) => [bucket, target, ...raw.slice(2)];
+    return ['s3fs', ...plugin];
   } finally {
     await m.unmount();
   }
@@ -468,9 +437,7 @@ function formatTable(summary: Summary, configs: Config[], reps: number): string 
       'higher',
     ];
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
-  const pad = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [pad(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(pad)].join('\n');
+  return textTable(header, body);
 }
 
 /**
@@ -519,8 +486,7 @@ async function versions(s3fsPath: string): Promise<Record<string, string>> {
   const ldd = (await execa('ldd', [s3fsPath], { reject: false })).stdout;
   const libfuse = /libfuse[^\s]*/.exec(ldd)?.[0] ?? 'unknown';
   const s3rver = (JSON.parse(await readFile(path.join(REPO_ROOT, 'node_modules', 's3rver', 'package.json'), 'utf8')) as { version: string }).version;
-  const rev = (await execa('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, reject: false })).stdout.trim() || 'unknown';
-  return { s3fs, libfuse, s3rver, node: process.version, kernel: os.release(), ossnas: rev };
+  return { s3fs, libfuse, s3rver, node: process.version, kernel: os.release(), ossnas: gitRevision() };
 }
 
 async function main(): Promise<void> {
@@ -551,11 +517,8 @@ async function main(): Promise<void> {
     dropCaches: values['drop-caches'],
   };
   const reps = int('reps', values.reps, 5, 1);
-  if (process.getuid?.() !== 0) throw new Error('needs root: it mounts FUSE filesystems');
-  const mainJs = path.join(REPO_ROOT, 'dist', 'main.js');
-  await access(mainJs).catch(() => {
-    throw new Error(`${mainJs} does not exist: run \`npm run build\` first`);
-  });
+  requireRoot('bench/data-path.ts');
+  await checkBuild();
   const s3fsPath = (await execa('sh', ['-c', 'command -v s3fs'], { reject: false })).stdout.trim();
   if (!s3fsPath) throw new Error('s3fs is not installed (apt-get install -y s3fs)');
 
@@ -568,43 +531,44 @@ async function main(): Promise<void> {
   ];
 
   const started = new Date();
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ossnas-bench-data-'));
-  let env: Env | undefined;
-  let s3: S3Server | undefined;
-  let plugin: PluginProcess | undefined;
-  let client: BenchClient | undefined;
-  let cleaning: Promise<void> | undefined;
-  const cleanup = () =>
-    (cleaning ??= (async () => {
-      stopping = true;
-      client?.close();
-      // The plugin first (it leaves its mounts in place when stopped), so that it does not
-      // mount again what detachAll takes away.
-      await plugin?.stop().catch((err: Error) => log(`cleanup: plugin: ${err.message}`));
-      await detachAll().catch((err: Error) => log(`cleanup: ${err.message}`));
-      await finishPlugin(plugin).catch((err: Error) => log(`cleanup: plugin: ${err.message}`));
-      await s3?.stop().catch((err: Error) => log(`cleanup: s3rver: ${err.message}`));
-      for (const m of (await mountsBelow(dir)).reverse()) await lazyUnmount(m);
-      const left = await mountsBelow(dir);
-      if (left.length > 0) log(`cleanup: left ${dir} in place, still mounted below it: ${left.join(' ')}`);
-      else await rm(dir, { recursive: true, force: true });
-    })());
-  const onSignal = (sig: NodeJS.Signals) => {
-    log(cleaning ? `${sig}: still cleaning up` : `\n${sig}: unmounting and stopping everything`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
-
+  // Run once, in reverse order of registration: at the end, after an error, on SIGINT/SIGTERM.
+  const cleanup = new Cleanup();
+  process.once('SIGHUP', () => process.kill(process.pid, 'SIGTERM')); // a closed terminal: the same cleanup
   try {
-    s3 = await startS3([...configs.map((c) => c.bucket), WARMUP_BUCKET]);
-    // The plugin gets its own environment; a child in our process group also gets Ctrl-C, and
-    // the cleanup then detaches its mounts itself.
+    // s3rver as a process of its own: in this process it would share our event loop, and a
+    // spawn() while a file is open on s3fs can deadlock with it (bench/fuse-host.ts).
+    const s3 = await startS3Process(WARMUP_BUCKET);
+    cleanup.add('s3rver', () => s3.stop()); // last: the mounts go first, their s3fs may still upload
+    for (const c of configs) {
+      const res = await fetch(`${s3.url}/${c.bucket}`, { method: 'PUT' }); // CreateBucket; s3rver takes it unsigned
+      if (!res.ok) throw new Error(`creating bucket ${c.bucket}: HTTP ${res.status}`);
+    }
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ossnas-bench-data-'));
+    cleanup.add('temporary directory', async () => {
+      const left = await forceCleanBelow(dir); // nothing, unless something failed on the way
+      if (left.length) log(`cleanup: ${left.join('; ')}`);
+      await rm(dir, { recursive: true, force: true });
+    });
+    let plugin: PluginProcess | undefined;
+    cleanup.add('plugin', async () => {
+      if (!plugin) return;
+      // Stopped first (it leaves its mounts in place, and cannot mount them again meanwhile),
+      // then whatever is still mounted below its directory goes, then the directory.
+      await plugin.stop();
+      const left = await forceCleanBelow(plugin.dir);
+      if (left.length) log(`cleanup: ${left.join('; ')}`);
+      await finishPlugin(plugin);
+    });
     plugin = await startPluginInTempDir({ LOG_LEVEL: 'info' });
     await writeProfile(plugin.credentialsDir, PROFILE, KEY_ID, KEY_SECRET);
-    client = new BenchClient(plugin.socket);
+    const client = new BenchClient(plugin.socket);
+    cleanup.add('client', async () => {
+      stopping = true; // runs first: the measuring code mounts nothing more
+      client.close();
+    });
     const passwdFile = path.join(dir, 'passwd');
     await writeFile(passwdFile, `${KEY_ID}:${KEY_SECRET}\n`, { mode: 0o600 });
-    env = { dir, s3, plugin, client, passwdFile };
+    const env: Env = { dir, s3, plugin, client, passwdFile, mounts: 0 };
     const ossnasCfg = configs.find((c) => c.kind === 'ossnas')!;
     await client.call('VolumeDriver.Create', {
       Name: volumeName(ossnasCfg),
@@ -612,7 +576,7 @@ async function main(): Promise<void> {
     });
     const ossnasArgv = await readOssnasArgv(env, ossnasCfg);
     const argvOf = (c: Config) =>
-      (c.kind === 'ossnas' ? ossnasArgv : ['s3fs', ...rawArgs(env!, c, path.join(dir, 'mnt', c.name))])
+      (c.kind === 'ossnas' ? ossnasArgv : ['s3fs', ...rawArgs(env, c, path.join(dir, 'mnt', c.name))])
         .map((w) => w.replace(dir, '$TMP').replace(plugin!.dir, '$PLUGIN'))
         .join(' ');
     const argv = Object.fromEntries(configs.map((c) => [c.name, argvOf(c)]));
@@ -626,8 +590,8 @@ async function main(): Promise<void> {
     // One random megabyte, written stamped with its chunk number: incompressible enough for
     // anything between us and s3rver's disk.
     const pattern = randomBytes(CHUNK);
-    // s3rver runs JIT-compiled in this process: without a warm-up the first configuration measured
-    // is measured against a cold server (seen: half the small-file rate of the same options later).
+    // s3rver is JIT-compiled: without a warm-up the first configuration measured is measured
+    // against a cold server (seen: half the small-file rate of the same options later).
     // Multipart (above 25 MB) and the small-file requests both, on a bucket of its own, not measured.
     const warmup: Config = { name: 'warmup', kind: 's3fs-defaults', bucket: WARMUP_BUCKET, extra: [] };
     await runRep(env, [warmup], 0, { ...sizes, largeBytes: Math.min(sizes.largeBytes, 26 * MiB), largeFiles: 1, smallCount: Math.min(sizes.smallCount, 30) }, pattern);
@@ -648,7 +612,7 @@ async function main(): Promise<void> {
 
     const headerLines = [
       `Data path benchmark, ${started.toISOString()}, ossnas ${vers.ossnas}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
-      `  ${vers.s3fs}, ${vers.libfuse}; s3rver ${vers.s3rver} in the bench process (node ${vers.node}); kernel ${vers.kernel}`,
+      `  ${vers.s3fs}, ${vers.libfuse}; s3rver ${vers.s3rver} as a local process (node ${vers.node}); kernel ${vers.kernel}`,
       `  large: ${sizes.largeFiles} file(s) of ${sizes.largeBytes / MiB} MiB per repetition, each 1 MiB writes + fsync + close; small: ${sizes.smallCount} files of ` +
         `${sizes.smallBytes / 1024} KiB, each create + write + close, one after the other`,
       `  reads after unmount + mount (new s3fs, new FUSE superblock: no page cache or s3fs cache)` +
@@ -666,7 +630,7 @@ async function main(): Promise<void> {
     await writeFile(out, JSON.stringify({ meta, summary, samples }, null, 2) + '\n');
     log(`\nJSON: ${path.relative(REPO_ROOT, out) || out}`);
   } finally {
-    await cleanup();
+    await cleanup.run();
   }
 }
 
