@@ -42,8 +42,6 @@ const LOCAL_VOLUME = 'ossnas-bench-local';
 /** Where the plugin mounts a volume, inside the plugin. */
 const PLUGIN_TARGET = `/mnt/volumes/${VOLUME}`;
 const TARGET_SLACK_MS = 30;
-/** src/host/fuse.ts: how long a mount that answered statfs must stay up before Mount answers. */
-const READY_GRACE_MS = 50;
 const KINDS = ['none', 'oss', 's3fs', 'local'] as const;
 type Kind = (typeof KINDS)[number];
 const LABELS: Record<Kind, string> = {
@@ -645,7 +643,7 @@ async function main(): Promise<void> {
         ` + -> in mount table ${m((p) => p.mount?.s3fsChildToInTable)} (of which fork -> exec ${m((p) => p.mount?.s3fsChildToExec)})` +
         ` + -> statfs answered ${m((p) => p.mount?.inTableToStatfs)} + -> Mount answered ${m((p) => p.mount?.statfsToAnswered)}`,
       `    of the last: statfs -> s3fs starts leaving the plugin's cgroups ${m((p) => p.mount?.statfsToCgroupMove)}` +
-        ` (the 10 ms poll, the ${READY_GRACE_MS} ms grace), the move ${m((p) => p.mount?.cgroupMove)},` +
+        ` (negative since 8962319: the move starts when s3fs is spawned), the move ${m((p) => p.mount?.cgroupMove)},` +
         ` -> Mount answered ${m((p) => p.mount?.cgroupMovedToAnswered)} (passwd unlink, state fdatasync)`,
       `  Unmount ${m((p) => p.unmount?.ms)} ms = call -> umount spawned ${m((p) => p.unmount?.startToUmountChild)}` +
         ` + -> gone from the table ${m((p) => p.unmount?.umountChildToGone)} + -> s3fs exited ${m((p) => p.unmount?.goneToS3fsExited)}` +
