@@ -35,11 +35,13 @@ async function main(): Promise<void> {
   const handler = deferred<RequestHandler>();
   const server = await listen(settings.socket, handler.promise);
 
-  const [{ createLogger }, { createApp }, { createBackends }, { VolumeDriver }] = await Promise.all([
+  const [{ createLogger }, { createApp }, { createBackends }, { VolumeDriver }, metricsModule] = await Promise.all([
     import('./log.js'),
     import('./api/server.js'),
     import('./backends/index.js'),
     import('./driver/driver.js'),
+    // prom-client only for those who asked for metrics.
+    settings.metricsAddress ? import('./api/metrics.js') : undefined,
   ]);
   const log = createLogger(settings.logLevel);
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
@@ -47,8 +49,10 @@ async function main(): Promise<void> {
   log.info({ socket: settings.socket, mountRoot: settings.mountRoot, stateDir: settings.stateDir }, 'listening');
 
   const ready = deferred<VolumeDriver>();
-  handler.resolve(createApp(ready.promise, log).callback());
-  let driver: VolumeDriver;
+  let driver: VolumeDriver | undefined;
+  const metrics = metricsModule?.createMetrics(() => driver?.census(), log);
+  handler.resolve(createApp(ready.promise, log, metrics?.observeCall).callback());
+  if (metrics && settings.metricsAddress) void metrics.serve(settings.metricsAddress);
   try {
     driver = await VolumeDriver.open(settings, createBackends(settings.ossDefaults), log);
   } catch (err) {
@@ -67,6 +71,7 @@ async function main(): Promise<void> {
   void import('./host/exec.js').then((m) => m.loadExeca());
   // In the background: calls are answered meanwhile (a held volume's Mount waits for its repair).
   void driver.restore().then((r) => {
+    metrics?.observeRestore(r);
     const counts = { adopted: r.adopted.length, remounted: r.remounted.length, failed: r.failed.length, released: r.released.length };
     if (Object.values(counts).some((n) => n > 0)) {
       log.info({ ...counts, ms: r.ms, failedVolumes: r.failed.slice(0, 20) }, 'mounts of held volumes restored after start');

@@ -25,6 +25,14 @@ export interface Settings {
    * endpoints; `local` (the default) makes each host's volumes its own.
    */
   scope: 'local' | 'global';
+  /** Where Prometheus metrics are served; absent (the default) means no listener and no metrics code loaded. */
+  metricsAddress?: ListenAddress;
+}
+
+export interface ListenAddress {
+  /** IP address or host name; '' means every interface. */
+  host: string;
+  port: number;
 }
 
 export const DEFAULTS = {
@@ -39,11 +47,22 @@ export const DEFAULTS = {
   OSSNAS_DEFAULT_CREDENTIALS: '',
   LOG_LEVEL: 'info',
   SCOPE: 'local',
+  OSSNAS_METRICS_ADDRESS: '',
 } as const;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export class SettingsError extends Error {}
+
+/** `host:port`, `[v6]:port` or `:port` (every interface). */
+function listenAddress(name: string, value: string): ListenAddress {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]*)):([0-9]{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535) {
+    throw new SettingsError(`${name} must be host:port (e.g. 127.0.0.1:9464, or :9464 for every interface), got '${value}'`);
+  }
+  return { host: m[1] ?? m[2] ?? '', port };
+}
 
 function absolute(name: string, value: string): string {
   if (!path.isAbsolute(value)) throw new SettingsError(`${name} must be an absolute path, got '${value}'`);
@@ -92,5 +111,6 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       ...(get('OSSNAS_DEFAULT_CREDENTIALS') && { credentials: get('OSSNAS_DEFAULT_CREDENTIALS') }),
     },
     scope,
+    ...(get('OSSNAS_METRICS_ADDRESS') && { metricsAddress: listenAddress('OSSNAS_METRICS_ADDRESS', get('OSSNAS_METRICS_ADDRESS')) }),
   };
 }

@@ -135,11 +135,14 @@ export function createRouter(ready: Promise<VolumeDriver>): Router {
   return router;
 }
 
-/** Calls that Docker makes constantly are logged at debug; the rest at info. */
-const QUIET = new Set(['/VolumeDriver.Get', '/VolumeDriver.List', '/VolumeDriver.Capabilities', '/VolumeDriver.Path']);
+/** Told of every answered call (for metrics): its name as in the log line, HTTP status, seconds. */
+export type CallObserver = (call: string, status: number, seconds: number) => void;
 
-/** Every answer is JSON; every failure is {Err}; one log line per call. */
-export function protocolMiddleware(log: Logger): Koa.Middleware {
+/**
+ * Every answer is JSON; every failure is {Err}; one log line per call, at info (at warn when the
+ * plugin failed it), with the volume, the time taken and the outcome.
+ */
+export function protocolMiddleware(log: Logger, observe?: CallObserver): Koa.Middleware {
   return async (ctx, next) => {
     const started = process.hrtime.bigint();
     try {
@@ -161,6 +164,7 @@ export function protocolMiddleware(log: Logger): Koa.Middleware {
         ctx.body = { Err: `${ctx.path.slice(1)}: ${err.message}` };
       } else if (err instanceof VolumeError) {
         ctx.status = 500;
+        ctx.state.errorKind = err.kind;
         ctx.body = { Err: err.message };
       } else {
         ctx.status = 500;
@@ -170,15 +174,18 @@ export function protocolMiddleware(log: Logger): Koa.Middleware {
     }
     ctx.type = CONTENT_TYPE;
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    const call = ctx.path.slice(1);
     const line = {
-      call: ctx.path.slice(1),
+      call,
       volume: ctx.state.volume as string | undefined,
       ms: Math.round(ms * 100) / 100,
       status: ctx.status,
       ...(ctx.status !== 200 && { err: (ctx.body as { Err?: string }).Err }),
     };
-    if (ctx.status >= 500 && !(QUIET.has(ctx.path) && ctx.status === 500)) log.warn(line, 'call failed');
-    else if (QUIET.has(ctx.path)) log.debug(line, 'call');
+    // dockerd asks every driver it knows about a volume it cannot place: "no such volume" is no warning.
+    if (ctx.status >= 500 && ctx.state.errorKind !== 'not-found') log.warn(line, 'call failed');
     else log.info(line, 'call');
+    // Paths nobody serves are counted under one name: a scanner must not create a series per path.
+    observe?.(ctx.status === 404 || ctx.status === 405 ? 'other' : call, ctx.status, ms / 1000);
   };
 }

@@ -2,12 +2,12 @@
 import Koa from 'koa';
 import type { VolumeDriver } from '../driver/driver.js';
 import type { Logger } from '../log.js';
-import { createRouter, protocolMiddleware } from './routes.js';
+import { createRouter, protocolMiddleware, type CallObserver } from './routes.js';
 
-export function createApp(ready: Promise<VolumeDriver>, log: Logger): Koa {
+export function createApp(ready: Promise<VolumeDriver>, log: Logger, observe?: CallObserver): Koa {
   const app = new Koa();
   app.silent = true; // errors are answered and logged by protocolMiddleware
-  app.use(protocolMiddleware(log));
+  app.use(protocolMiddleware(log, observe));
   app.use(createRouter(ready).routes());
   return app;
 }

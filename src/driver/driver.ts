@@ -43,6 +43,15 @@ export interface DriverHost {
   mountUsers(path: string, ours: readonly string[]): Promise<string[]>;
 }
 
+/** The volumes as a whole, by type and by health. */
+export interface Census {
+  volumes: Record<string, number>;
+  mounted: Record<string, number>;
+  health: Record<Health, number>;
+  /** Mount references held by containers, over every volume. */
+  refs: number;
+}
+
 /** What a restore after start found, by volume name. */
 export interface RestoreReport {
   adopted: string[];
@@ -296,7 +305,6 @@ export class VolumeDriver {
     return { ...this.summary(v), Status: this.status(v) };
   }
 
-  /** The same array until a volume is created or removed: callers must not change it. */
   /**
    * Get's answer: `get`, plus the size and use of a mounted volume on a local filesystem (a disk
    * volume), read at the moment: that is what `docker volume inspect` is asked for.
@@ -309,9 +317,23 @@ export class VolumeDriver {
     return usage ? { ...info, Status: { ...info.Status, ...usage } } : info;
   }
 
+  /** The same array until a volume is created or removed: callers must not change it. */
   list(): readonly VolumeInfo[] {
     this.listed ??= Object.freeze(Object.values(this.db.data.volumes).map((v) => this.summary(v)));
     return this.listed;
+  }
+
+  /** What metrics report of the volumes as a whole, counted from state at the moment. */
+  census(): Census {
+    const c: Census = { volumes: {}, mounted: {}, health: { ok: 0, idle: 0, error: 0 }, refs: 0 };
+    for (const v of Object.values(this.db.data.volumes)) {
+      const type = v.options.type ?? 'unknown';
+      c.volumes[type] = (c.volumes[type] ?? 0) + 1;
+      if (v.mounted) c.mounted[type] = (c.mounted[type] ?? 0) + 1;
+      c.health[health(v)]++;
+      c.refs += refCount(v);
+    }
+    return c;
   }
 
   capabilities(): { Scope: 'local' | 'global' } {

@@ -110,6 +110,16 @@ describe('settings', () => {
     assert.equal(loadSettings({}).scope, 'local');
     assert.equal(loadSettings({ SCOPE: 'Global' }).scope, 'global');
   });
+  it('metrics: off unless an address is set; host:port, [v6]:port or :port', () => {
+    assert.equal(loadSettings({}).metricsAddress, undefined);
+    assert.deepEqual(loadSettings({ OSSNAS_METRICS_ADDRESS: '127.0.0.1:9464' }).metricsAddress, { host: '127.0.0.1', port: 9464 });
+    assert.deepEqual(loadSettings({ OSSNAS_METRICS_ADDRESS: '[::1]:80' }).metricsAddress, { host: '::1', port: 80 });
+    assert.deepEqual(loadSettings({ OSSNAS_METRICS_ADDRESS: ':9464' }).metricsAddress, { host: '', port: 9464 });
+    assert.deepEqual(loadSettings({ OSSNAS_METRICS_ADDRESS: 'node-1:9464' }).metricsAddress, { host: 'node-1', port: 9464 });
+    for (const bad of ['9464', '127.0.0.1', '127.0.0.1:0', 'h:65536', '::1:9464', 'a b:1', 'h:port']) {
+      assert.throws(() => loadSettings({ OSSNAS_METRICS_ADDRESS: bad }), new RegExp(`OSSNAS_METRICS_ADDRESS must be host:port .*got '${bad.replace(/[[\]]/g, '\\$&')}'`), bad);
+    }
+  });
 });
 
 describe('TAP from a run elsewhere', () => {
