@@ -27,7 +27,7 @@ import { isRunning } from '../test/helpers/docker.js';
 import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
 import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, percentile } from './client.js';
-import { Cleanup, clientArgv, forceCleanBelow, mountId, requireRoot, startS3Process, textTable, type S3Process } from './fuse-host.js';
+import { Cleanup, clientArgv, forceCleanBelow, log, mountId, requireRoot, runBench, startS3Process, textTable, writeJsonReport, type S3Process } from './fuse-host.js';
 import { REPO_ROOT } from './servers/ossnas.js';
 
 const MiB = 2 ** 20;
@@ -38,7 +38,6 @@ const PROFILE = 'bench';
 const MOUNT_DEADLINE_MS = 20_000;
 const WARMUP_BUCKET = 'bench-warmup';
 
-const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const loadavg = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
 
 // ---------------------------------------------------------------------------------------------
@@ -624,21 +623,11 @@ async function main(): Promise<void> {
     ];
     process.stdout.write(`${headerLines.join('\n')}\n\n${formatTable(summary, configs, reps)}\n\n${targets(summary, reps).join('\n')}\n`);
 
-    const out = path.resolve(REPO_ROOT, values.out);
-    await mkdir(path.dirname(out), { recursive: true });
     const meta = { date: started.toISOString(), versions: vers, cpus: os.cpus().length, sizes, reps, argv, loadavg: { before, after } };
-    await writeFile(out, JSON.stringify({ meta, summary, samples }, null, 2) + '\n');
-    log(`\nJSON: ${path.relative(REPO_ROOT, out) || out}`);
+    await writeJsonReport(values.out, { meta, summary, samples });
   } finally {
     await cleanup.run();
   }
 }
 
-main().then(
-  // Exits at once: the mount code's deadline timers (up to 20 s per mount) would keep it alive.
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`bench: ${(err as Error).message}`);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -34,6 +34,7 @@ import {
 } from '../test/helpers/docker.js';
 import { LOCAL_PROFILE, setUpPlugin } from '../test/helpers/e2e-setup.js';
 import { percentile } from './client.js';
+import { log, writeJsonReport } from './fuse-host.js';
 
 const PLUGIN = 'ossnas-bench-docker-run';
 const BUCKET = 'bench';
@@ -51,7 +52,6 @@ const LABELS: Record<Kind, string> = {
   local: '(d) docker run -v, local volume',
 };
 
-const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const loadavg = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** p, or undefined after ms; the timer is cleared, so that it never keeps the process alive. */
@@ -663,8 +663,6 @@ async function main(): Promise<void> {
   ];
   process.stdout.write(`${header.join('\n')}\n\n${mainTable}\n${verdictLines.join('\n')}\n\n${breakdown.join('\n')}\n`);
 
-  const out = path.resolve(REPO_ROOT, values.out);
-  await mkdir(path.dirname(out), { recursive: true });
   const json = {
     meta: {
       date: started.toISOString(),
@@ -692,8 +690,7 @@ async function main(): Promise<void> {
     raws,
     ossRunCalls: ossRuns.map((r) => ({ round: r.round, ms: r.ms, calls: r.calls.map((c) => ({ call: c.call, ms: c.ms, at: c.start - r.start })) })),
   };
-  await writeFile(out, JSON.stringify(json, null, 2) + '\n');
-  log(`\nJSON: ${path.relative(REPO_ROOT, out) || out}`);
+  await writeJsonReport(values.out, json);
 }
 
 main()

@@ -2,7 +2,7 @@
 // and mounts below a benchmark's own directory, a cleanup that runs once (also on Ctrl-C), and
 // a plain text table. Nothing here touches a mount or a process outside the directories given.
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { connect } from 'node:net';
 import path from 'node:path';
@@ -12,6 +12,31 @@ import { mountsBelow } from './process.js';
 import { REPO_ROOT } from './servers/ossnas.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Progress and notes go to stderr; stdout carries only the report. */
+export const log = (msg: string) => process.stderr.write(`${msg}\n`);
+
+/** Writes a benchmark's JSON report (`--out`, relative to the repository) and says where. */
+export async function writeJsonReport(out: string, data: unknown): Promise<void> {
+  const file = path.resolve(REPO_ROOT, out);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, JSON.stringify(data, null, 2) + '\n');
+  log(`\nJSON: ${path.relative(REPO_ROOT, file) || file}`);
+}
+
+/**
+ * Runs a benchmark's main and exits as soon as it ends: a mount's deadline timers (up to the
+ * mount timeout) would otherwise keep the process alive after the report.
+ */
+export function runBench(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(`bench: ${(err as Error).stack ?? String(err)}`);
+      process.exit(1);
+    },
+  );
+}
 
 export function requireRoot(what: string): void {
   if (process.getuid?.() !== 0) throw new Error(`${what} mounts FUSE filesystems: run it as root`);

@@ -22,15 +22,13 @@ import { findMount } from '../src/host/mountinfo.js';
 import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
 import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, percentile, phase, shuffled } from './client.js';
-import { Cleanup, clientArgv, fmtMs, forceCleanBelow, mountId, requireRoot, sleep, startS3Process, textTable, type S3Process } from './fuse-host.js';
-import { REPO_ROOT } from './servers/ossnas.js';
+import { Cleanup, clientArgv, fmtMs, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, startS3Process, textTable, writeJsonReport, type S3Process } from './fuse-host.js';
 
 const BUCKET = 'bench';
 const FUSE_SUPER_MAGIC = 0x65735546;
 /** The PATH the plugin gives its FUSE clients (src/backends/oss/index.ts). */
 const CLIENT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const execFileP = promisify(execFile);
-const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const loadavg = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
 
 interface Cycle {
@@ -247,10 +245,7 @@ async function main(): Promise<void> {
     const verdict = `plugin's share (median Mount+Unmount via plugin - median raw): ${fmtMs(share)} ms; issue 6 target <= 5 ms (rclone: ~40 ms per call at 10 000 volumes)`;
     process.stdout.write(`${header.join('\n')}\n\n${table}\n\n${verdict}\n`);
 
-    const out = path.resolve(REPO_ROOT, values.out);
-    await mkdir(path.dirname(out), { recursive: true });
-    await writeFile(out, JSON.stringify({ meta, summary: { ...s, shareMs: share }, viaPlugin, raw }, null, 2) + '\n');
-    log(`\nJSON: ${path.relative(REPO_ROOT, out) || out}`);
+    await writeJsonReport(values.out, { meta, summary: { ...s, shareMs: share }, viaPlugin, raw });
   } catch (err) {
     if (plugin) log(`plugin output (last lines):\n${plugin.output().split('\n').slice(-15).join('\n')}`);
     throw err;
@@ -259,7 +254,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(`bench: ${(err as Error).stack ?? String(err)}`);
-  process.exit(1);
-});
+runBench(main);

@@ -33,17 +33,19 @@ import {
   cpuMs,
   fmtMs,
   forceCleanBelow,
+  log,
   mountId,
   requireRoot,
+  runBench,
   s3fsClientsBelow,
   startS3Process,
   sleep,
   textTable,
   waitGone,
   waitListening,
+  writeJsonReport,
   type S3Process,
 } from './fuse-host.js';
-import { REPO_ROOT } from './servers/ossnas.js';
 
 const BUCKET = 'bench';
 const FILE = 'restore-check.txt';
@@ -63,7 +65,6 @@ const FUSE_SUPER_MAGIC = 0x65735546;
 type Scenario = (typeof SCENARIOS)[number];
 
 const execFileP = promisify(execFile);
-const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const loadavg = () => os.loadavg().map((l) => Math.round(l * 100) / 100);
 
 interface LogLine {
@@ -474,10 +475,7 @@ async function main(): Promise<void> {
       .join('; ');
     process.stdout.write(`${header.join('\n')}\n\n${formatTable(results)}\n\n${verdict} (issue 6 target: <= 10 s at N = 200)\n`);
 
-    const out = path.resolve(REPO_ROOT, values.out);
-    await mkdir(path.dirname(out), { recursive: true });
-    await writeFile(out, JSON.stringify({ meta, results }, null, 2) + '\n');
-    log(`\nJSON: ${path.relative(REPO_ROOT, out) || out}`);
+    await writeJsonReport(values.out, { meta, results });
   } catch (err) {
     if (plugin) log(`plugin output (last lines):\n${plugin.output().split('\n').slice(-15).join('\n')}`);
     throw err;
@@ -486,7 +484,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(`bench: ${(err as Error).stack ?? String(err)}`);
-  process.exit(1);
-});
+runBench(main);
