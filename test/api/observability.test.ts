@@ -4,18 +4,10 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { freePort } from '../helpers/env.js';
 import { finishPlugin, startPluginInTempDir, type PluginProcess } from '../helpers/plugin-process.js';
 
 const NAS = { type: 'nas', server: '127.0.0.1', path: '/export/a' };
-
-/** A TCP port free at this moment (the program is started on it right after). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** The program's JSON log lines with a message, in order. */
 function logLines(p: PluginProcess): Array<Record<string, unknown>> {

@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa, type ResultPromise } from 'execa';
@@ -24,24 +23,13 @@ import {
   volumesOf,
   waitFor,
 } from '../helpers/docker.js';
-import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { freePort, rootSkipReason, tempDir } from '../helpers/env.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 const ALIAS = 'ossnas-reg';
 const BUCKET = 'reg-bucket';
 const PROFILE = 'reg-profile';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 interface Registry {
   host: string;

@@ -1,10 +1,11 @@
-// Temporary directories, settings and a quiet logger for tests.
+// Temporary directories, settings, a quiet logger and free ports for tests.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createLogger, type Logger } from '../../src/log.js';
 import type { Settings } from '../../src/settings.js';
 import { Writable } from 'node:stream';
+import { createServer } from 'node:net';
 
 export async function tempDir(prefix = 'ossnas-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
@@ -44,4 +45,16 @@ export function rootSkipReason(): string | false {
   if (process.getuid?.() === 0) return false;
   if (process.env.CI) throw new Error('this test needs root, and CI runs as root: refusing to skip');
   return 'needs root';
+}
+
+/** A TCP port on 127.0.0.1 free at this moment, for a server the test starts right after. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
 }
