@@ -27,7 +27,7 @@ import { isRunning } from '../test/helpers/docker.js';
 import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
 import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, percentile } from './client.js';
-import { Cleanup, clientArgv, forceCleanBelow, log, mountId, requireRoot, runBench, startS3Process, textTable, writeJsonReport, type S3Process } from './fuse-host.js';
+import { Cleanup, clientArgv, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, startS3Process, textTable, writeJsonReport, type S3Process } from './fuse-host.js';
 import { REPO_ROOT } from './servers/ossnas.js';
 
 const MiB = 2 ** 20;
@@ -107,7 +107,8 @@ async function mountRaw(env: Env, c: Config): Promise<Mounted> {
   return {
     dir,
     async unmount() {
-      await unmountFuse(dir, daemon);
+      await unmountFuse(dir);
+      await Promise.race([daemon.exited, sleep(5000)]); // the next configuration starts from a quiet machine
       if (daemon.pid !== undefined && (await isRunning(daemon.pid))) throw new Error(`s3fs ${daemon.pid} did not exit after unmounting ${dir}`);
     },
   };

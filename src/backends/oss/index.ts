@@ -206,7 +206,7 @@ export class OssBackend implements Backend {
     const daemon = this.daemons.get(target);
     this.daemons.delete(target); // its exit is expected from here on
     try {
-      await unmountFuse(target, daemon);
+      await unmountFuse(target);
     } catch (err) {
       if (daemon) this.daemons.set(target, daemon);
       throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
