@@ -1,5 +1,5 @@
 // Small filesystem steps with the care a root process needs: explicit modes, no recursive deletes.
-import { chmod, mkdir, open, rename, rmdir, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open, rmdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 /** mkdir -p, then force the mode (the process umask is 077). */
@@ -9,19 +9,18 @@ export async function ensureDir(dir: string, mode: number): Promise<void> {
 }
 
 /**
- * Writes a file readable by root only, atomically (temp file + fsync + rename), so a reader
- * never sees half a file and no other user can ever open it.
+ * Writes a short-lived file readable by root only (a FUSE client's keys, read once at its start
+ * and deleted once the mount is ready). Created with its mode, never reusing an older file whose
+ * mode could be looser. Not fsynced: after a crash it is simply written again at the next mount.
  */
 export async function writePrivateFile(file: string, content: string): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, 'wx', 0o600);
+  await removeFileQuietly(file);
+  const fh = await open(file, 'wx', 0o600);
   try {
     await fh.writeFile(content);
-    await fh.sync();
   } finally {
     await fh.close();
   }
-  await rename(tmp, file);
 }
 
 export async function removeFileQuietly(file: string): Promise<void> {

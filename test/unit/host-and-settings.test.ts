@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
-import { removeEmptyMountpoint } from '../../src/host/files.js';
+import { removeEmptyMountpoint, writePrivateFile } from '../../src/host/files.js';
 import { probeMount, usageOf } from '../../src/host/probe.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { REDACTED, scrub } from '../../src/redact.js';
@@ -41,6 +41,30 @@ describe('removing a mountpoint directory', () => {
       await unlink(path.join(mp, 'data'));
       assert.equal(await removeEmptyMountpoint(mp), 'removed');
       assert.equal(await removeEmptyMountpoint(mp), 'absent');
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+describe('a private file for a FUSE client', () => {
+  it('is 0600 with the whole content, replacing an older file or symlink rather than writing through it', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const file = path.join(dir, 'passwd');
+      await writeFile(file, 'old:old:old\n');
+      await chmod(file, 0o644);
+      await writePrivateFile(file, 'AKID:secret\n');
+      assert.equal(await readFile(file, 'utf8'), 'AKID:secret\n');
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
+      const elsewhere = path.join(dir, 'elsewhere');
+      await writeFile(elsewhere, 'untouched');
+      await unlink(file);
+      await symlink(elsewhere, file);
+      await writePrivateFile(file, 'AKID:secret2\n');
+      assert.equal(await readFile(elsewhere, 'utf8'), 'untouched');
+      assert.equal(await readFile(file, 'utf8'), 'AKID:secret2\n');
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
     } finally {
       await cleanup();
     }
