@@ -4,7 +4,7 @@ import { createBackends, parseVolumeOptions } from '../../src/backends/index.js'
 import { OptionsError } from '../../src/backends/options.js';
 import { normalizeSubPath } from '../../src/backends/options.js';
 import { normalizeEndpoint } from '../../src/backends/oss/options.js';
-import { parseOtherOpts } from '../../src/backends/oss/other-opts.js';
+import { parseOtherOpts, refusedByClient } from '../../src/backends/oss/other-opts.js';
 import { SettingsError } from '../../src/settings.js';
 
 const backends = createBackends();
@@ -132,6 +132,17 @@ describe('otherOpts allow-list', () => {
   });
   it('reports through the volume option name', () =>
     fails({ ...base, otherOpts: '-o dev' }, /invalid option 'otherOpts': 'dev' is not allowed/));
+  it('names the options only ossfs takes when the plugin mounts with s3fs', () => {
+    assert.match(String(refusedByClient('s3fs', '-o retries=2 -o readdir_optimize')), /'readdir_optimize' is an option of ossfs, and this plugin mounts with s3fs, which refuses it/);
+    assert.equal(refusedByClient('ossfs', '-o readdir_optimize'), undefined);
+    assert.equal(refusedByClient('s3fs', '-o retries=2'), undefined);
+    assert.equal(refusedByClient('s3fs', ''), undefined);
+  });
+  it('refuses what the shipped s3fs 1.90 does not know', () => {
+    for (const o of ['free_space_ratio=10', 'region=us-east-1', 'compat_dir', 'disable_noobj_cache']) {
+      assert.throws(() => parseOtherOpts(`-o ${o}`), /is not allowed/, o);
+    }
+  });
 });
 
 describe('error messages never echo a secret', () => {

@@ -9,6 +9,8 @@ import { probeTcp, resolveHost } from '../../host/net.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { resolveCredentials, type Credentials } from './credentials.js';
+import { refusedByClient } from './other-opts.js';
+import { OptionsError } from '../options.js';
 import { SettingsError, type Settings } from '../../settings.js';
 import { fromSpec, normalizeEndpoint, OSS_KEYS, PROFILE_NAME, PROFILE_NAME_RULE, toSpec, withDefaults, type OssSpec } from './options.js';
 
@@ -134,8 +136,12 @@ export class OssBackend implements Backend {
     return fromSpec(toSpec(withDefaults(options, this.defaults)));
   }
 
+  /** What Create can know before any mount: the profile is readable, and the client takes the options. */
   async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
-    await resolveCredentials(toSpec(options), ctx.settings.credentialsDir);
+    const spec = toSpec(options);
+    await resolveCredentials(spec, ctx.settings.credentialsDir);
+    const refused = refusedByClient(await chooseClient(), spec.otherOpts);
+    if (refused) throw new OptionsError(refused);
   }
 
   describe(options: VolumeOptions): Record<string, unknown> {
