@@ -41,8 +41,10 @@ if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
   for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.2; done
 fi
 # A credentials profile: the preferred way, since every -o shows in `docker volume inspect`.
+# The plugin refuses a profile that other users can read or change.
 umask 077
 printf 'akId=S3RVER\nakSecret=S3RVER\n' >/etc/ossnas/credentials/demo
+chmod 600 /etc/ossnas/credentials/demo
 
 step "creating volume '$VOLUME' on bucket 'demo'"
 bash scripts/busybox-image.sh "$IMAGE"

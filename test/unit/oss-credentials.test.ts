@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseProfile, resolveCredentials } from '../../src/backends/oss/credentials.js';
@@ -40,11 +40,27 @@ describe('credentials profiles', () => {
   it('are looked up by name in the credentials directory, with a clear error when missing', async () => {
     const { dir } = await dirP;
     await mkdir(dir, { recursive: true });
-    await writeFile(path.join(dir, 'prod'), `akId=AKID1\nakSecret=${SECRET}\n`);
+    await writeFile(path.join(dir, 'prod'), `akId=AKID1\nakSecret=${SECRET}\n`, { mode: 0o600 });
     const spec = toSpec({ type: 'oss', bucket: 'b1b', url: 'h', credentials: 'prod' });
     assert.deepEqual(await resolveCredentials(spec, dir), { akId: 'AKID1', akSecret: SECRET });
     const missing = toSpec({ type: 'oss', bucket: 'b1b', url: 'h', credentials: 'nope' });
     await assert.rejects(resolveCredentials(missing, dir), /credentials profile 'nope' not found: no file .*nope/);
+  });
+
+  it('are refused when other users can read or change them, naming the mode and the fix', async () => {
+    const { dir } = await dirP;
+    const spec = toSpec({ type: 'oss', bucket: 'b1b', url: 'h', credentials: 'loose' });
+    await writeFile(path.join(dir, 'loose'), `akId=AKID1\nakSecret=${SECRET}\n`);
+    for (const mode of [0o644, 0o604, 0o620, 0o602]) {
+      await chmod(path.join(dir, 'loose'), mode);
+      await assert.rejects(resolveCredentials(spec, dir), (err: Error) => {
+        assert.match(err.message, new RegExp(`profile 'loose' can be read or changed by users other than its owner \\(mode 0${mode.toString(8)}\\); on the host: chmod 600`));
+        assert.ok(!err.message.includes(SECRET));
+        return true;
+      });
+    }
+    await chmod(path.join(dir, 'loose'), 0o400);
+    assert.equal((await resolveCredentials(spec, dir))?.akId, 'AKID1');
   });
 });
 

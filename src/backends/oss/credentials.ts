@@ -1,7 +1,7 @@
 // Where an OSS volume's keys come from: inline options, or a named profile file in the plugin's
 // credentials directory (read at Create to fail early, and again at every mount so a rotated
 // profile is used). Values never leave this module except into a 0600 file for the FUSE client.
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { foldKey, OptionsError } from '../options.js';
 import type { OssSpec } from './options.js';
@@ -57,8 +57,16 @@ export async function resolveCredentials(spec: OssSpec, credentialsDir: string):
   if (!spec.credentials) return undefined;
   const file = path.join(credentialsDir, spec.credentials);
   let text: string;
+  let mode: number;
   try {
-    text = await readFile(file, 'utf8');
+    // One open for the mode and the content, so the text checked is the text read.
+    const fh = await open(file, 'r');
+    try {
+      mode = (await fh.stat()).mode;
+      text = await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new OptionsError(
@@ -66,6 +74,14 @@ export async function resolveCredentials(spec: OssSpec, credentialsDir: string):
         ? `credentials profile '${spec.credentials}' not found: no file ${file} in the plugin's credentials directory ` +
             `(OSSNAS_CREDENTIALS_DIR; on the host, the source of the plugin's 'credentials' mount)`
         : `credentials profile '${spec.credentials}' cannot be read (${code ?? 'error'})`,
+    );
+  }
+  // Keys that other users can read are leaked, and keys they can change send data elsewhere.
+  if ((mode & 0o066) !== 0) {
+    throw new OptionsError(
+      `credentials profile '${spec.credentials}' can be read or changed by users other than its owner ` +
+        `(mode ${(mode & 0o777).toString(8).padStart(4, '0')}); on the host: chmod 600 on the file ` +
+        `(${file} in the plugin)`,
     );
   }
   return parseProfile(text, spec.credentials);
