@@ -53,7 +53,7 @@ describe('nas options', () => {
       [{ readonly: 'maybe' }, /invalid option 'readonly'/],
       [{ bucket: 'b' }, /unknown option 'bucket' for type=nas; accepted options: type, server, path/],
     ];
-    assert.throws(() => toSpec({ type: 'nas' }), /option 'server' is required/);
+    assert.throws(() => toSpec({ type: 'nas' }), /^Error: option 'server' is required: the NFS server, a host name or IP address \(the export path goes in path\)$/);
     for (const [opts, re] of bad) assert.throws(() => toSpec({ type: 'nas', server: 'nas.example.com', ...opts }), re, JSON.stringify(opts));
   });
 

@@ -112,7 +112,7 @@ const VERSIONS: Record<string, NfsVersion> = { '3': '3', '4': '4.0', '4.0': '4.0
 
 const schema = z.object({
   type: z.literal('nas'),
-  server: parsedString(normalizeServer),
+  server: parsedString(normalizeServer, z.string({ error: 'the NFS server, a host name or IP address (the export path goes in path)' })),
   path: subPathOption.optional(),
   vers: z
     .string()
