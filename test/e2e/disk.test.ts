@@ -56,11 +56,28 @@ describe('disk volumes in the managed plugin', { skip: rootSkipReason(), timeout
     await run('rm -f /data/big');
     const st = await status();
     assert.deepEqual([st.type, st.size, st.fsType, st.refs, st.mounted], ['disk', '64M', 'ext4', 0, false]);
+    assert.equal(st.totalBytes, undefined, 'size and use only while mounted');
   });
 
-  it('the data survives docker plugin disable -f and enable while a container keeps using it', async () => {
+  it('the data survives docker plugin disable -f and enable while a container keeps using it', async (t) => {
     await docker(['run', '-d', '--name', holder, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg, TEST_IMAGE, 'sh', '-c', 'sleep 600']);
     assert.ok(await isMountpoint(`${plugin!.propagatedMount}/${VOL}`), 'the kernel mount is on the host path');
+    // Status of a mounted disk volume: health, and the filesystem's size and use, read when asked.
+    const MiB = 2 ** 20;
+    const before = await status();
+    t.diagnostic(`Status while mounted: ${JSON.stringify(before)}`);
+    assert.deepEqual([before.mounted, before.refs, before.health], [true, 1, 'ok']);
+    const [total, used, pct] = [before.totalBytes, before.usedBytes, before.usedPercent] as number[];
+    assert.ok(total! > 48 * MiB && total! <= 64 * MiB, `totalBytes ${total} is not about the 64M size (less ext4's inode tables and journal)`);
+    assert.ok(used! > 0 && used! < 16 * MiB, `usedBytes ${used}`);
+    assert.ok(Number.isInteger(pct) && pct! >= 1 && pct! < 30, `usedPercent ${pct}`);
+    await docker(['exec', holder, 'sh', '-c', 'dd if=/dev/zero of=/data/grow bs=1M count=8 && sync']);
+    const grown = await status();
+    t.diagnostic(`after writing 8 MiB: usedBytes ${used} -> ${String(grown.usedBytes)}, usedPercent ${pct} -> ${String(grown.usedPercent)}`);
+    assert.equal(grown.totalBytes, total);
+    assert.ok((grown.usedBytes as number) - used! >= 8 * MiB, `usedBytes ${used} -> ${String(grown.usedBytes)} after writing 8 MiB`);
+    assert.ok((grown.usedPercent as number) >= pct! + 12, `usedPercent ${pct} -> ${String(grown.usedPercent)} after writing 8 MiB of 64M`);
+    await docker(['exec', holder, 'rm', '/data/grow']);
     await docker(['plugin', 'disable', '-f', PLUGIN]);
     // The running container keeps reading and writing its kernel mount.
     await docker(['exec', holder, 'sh', '-c', 'echo while-disabled >> /data/d.txt']);

@@ -134,17 +134,25 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
   it('two containers share the mount: the first to stop does not unmount it for the other', async (t) => {
     const a = `ossnas-e2e-${RUN}-a`;
     cleanups.push(() => dockerResult(['rm', '-f', a]));
+    const idleSince = (await inspectVolume(VOL)).Status?.since;
+    const t0 = Date.now();
     await docker(['run', '-d', '--name', a, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(VOL), TEST_IMAGE,
       'sh', '-c', 'sleep 600']);
     try {
       let v = await inspectVolume(VOL);
       assert.equal(v.Status?.mounted, true);
       assert.equal(v.Status?.refs, 1);
+      assert.equal(v.Status?.health, 'ok');
+      // since: when health last changed, here when the mount started.
+      const since = String(v.Status?.since);
+      assert.equal(new Date(since).toISOString(), since, `since is not an ISO time: ${since}`);
+      assert.ok(Date.parse(since) >= t0 && since !== idleSince, `since ${since} (idle since ${String(idleSince)}) is not when A's mount started`);
 
       await runOk(['--mount', mountArg(VOL)], 'echo from-b > /data/b.txt && ls /data');
       v = await inspectVolume(VOL);
       assert.equal(v.Status?.mounted, true, 'B exiting must not unmount what A still uses');
       assert.equal(v.Status?.refs, 1);
+      assert.equal(v.Status?.since, since, 'health stayed ok, so since stays');
       assert.equal(await docker(['exec', a, 'cat', '/data/b.txt']), 'from-b');
       assert.equal(await docker(['exec', a, 'cat', '/data/hello.txt']), 'hello');
       assert.equal(await s3.getObject(BUCKET, 'b.txt'), 'from-b\n');
@@ -161,6 +169,7 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
       );
       t.diagnostic(`Status after both stopped: ${JSON.stringify(status)}`);
       assert.equal(status.health, 'idle');
+      assert.ok(Date.parse(String(status.since)) > Date.parse(since), 'since moves when the mount ends');
       assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, VOL)), false);
     } finally {
       await docker(['rm', '-f', a]);
@@ -264,6 +273,8 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     assert.equal(s?.refs, 0);
     assert.equal(s?.health, 'error');
     assert.match(String(s?.lastError), /bucket or key not found|NoSuchBucket|bucket.*(not exist|not found)/i);
+    assert.equal(new Date(String(s?.lastErrorAt)).toISOString(), s?.lastErrorAt, `lastErrorAt: ${String(s?.lastErrorAt)}`);
+    assert.equal(s?.since, s?.lastErrorAt, 'health turned error with this failure');
     await docker(['volume', 'rm', name]);
   });
 
