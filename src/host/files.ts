@@ -1,6 +1,5 @@
 // Small filesystem steps with the care a root process needs: explicit modes, no recursive deletes.
 import { chmod, mkdir, open, rmdir, unlink } from 'node:fs/promises';
-import path from 'node:path';
 
 /** mkdir -p, then force the mode (the process umask is 077). */
 export async function ensureDir(dir: string, mode: number): Promise<void> {

@@ -2,8 +2,7 @@
 // built by rootfs.build.sh (once per test process), and a managed plugin installed under a test
 // name with private state and credentials directories, removed again by its cleanup.
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { mkdtemp, readFile, readlink, rm, symlink, mkdir, copyFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, readlink, rm, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
