@@ -5,6 +5,7 @@ import { readdir, readFile, readlink } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { freePort } from '../helpers/env.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 import { finishPlugin, startPluginInTempDir, type PluginProcess } from '../helpers/plugin-process.js';
 
 const NAS = { type: 'nas', server: '127.0.0.1', path: '/export/a' };
@@ -34,17 +35,6 @@ async function listeningPorts(pid: number): Promise<number[]> {
     }
   }
   return ports;
-}
-
-/** `name{labels} value` lines of a Prometheus text exposition, keyed by everything before the value. */
-function samples(text: string): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    m.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return m;
 }
 
 describe('logs', () => {
@@ -100,12 +90,7 @@ describe('metrics', () => {
   describe('with OSSNAS_METRICS_ADDRESS', () => {
     let p: PluginProcess;
     let port: number;
-    const scrape = async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-      assert.equal(res.status, 200);
-      assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
-      return samples(await res.text());
-    };
+    const scrape = () => scrapeMetrics(port);
     before(async () => {
       port = await freePort();
       p = await startPluginInTempDir({ LOG_LEVEL: 'info', OSSNAS_METRICS_ADDRESS: `127.0.0.1:${port}` });

@@ -24,7 +24,8 @@ import {
   waitFor,
   type InstalledPlugin,
 } from '../helpers/docker.js';
-import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { freePort, rootSkipReason, tempDir } from '../helpers/env.js';
+import { scrapeMetrics } from '../helpers/metrics.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
 
 const PLUGIN = 'ossnas-e2e';
@@ -65,6 +66,7 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
   let plugin: InstalledPlugin | undefined;
   let logPath: string | undefined;
   let logStart = 0;
+  let metricsPort = 0;
   const cleanups: Array<() => Promise<unknown>> = [];
 
   before(async () => {
@@ -80,8 +82,15 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     cleanups.push(state.cleanup, creds.cleanup);
     await writeFile(path.join(creds.dir, PROFILE), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
 
-    // Plugin-wide defaults, as an operator sets them so that compose files name only a bucket.
-    const env = { LOG_LEVEL: 'debug', OSSNAS_DEFAULT_URL: s3.url, OSSNAS_DEFAULT_CREDENTIALS: PROFILE };
+    // Plugin-wide defaults, as an operator sets them so that compose files name only a bucket;
+    // and metrics, which the plugin serves on the host's network.
+    metricsPort = await freePort();
+    const env = {
+      LOG_LEVEL: 'debug',
+      OSSNAS_DEFAULT_URL: s3.url,
+      OSSNAS_DEFAULT_CREDENTIALS: PROFILE,
+      OSSNAS_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
+    };
     plugin = await installPlugin(PLUGIN, { stateDir: state.dir, credentialsDir: creds.dir, env });
   });
 
@@ -174,6 +183,21 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     } finally {
       await docker(['rm', '-f', a]);
     }
+  });
+
+  it('serves metrics on the host network, counting the calls of a docker run', async () => {
+    const was = await scrapeMetrics(metricsPort);
+    await runOk(['--mount', mountArg(VOL)], 'cat /data/hello.txt');
+    const now = await scrapeMetrics(metricsPort);
+    const delta = (key: string) => (now.get(key) ?? 0) - (was.get(key) ?? 0);
+    assert.equal(delta('ossnas_calls_total{call="VolumeDriver.Mount",outcome="ok"}'), 1);
+    assert.equal(delta('ossnas_calls_total{call="VolumeDriver.Unmount",outcome="ok"}'), 1);
+    assert.equal(delta('ossnas_call_duration_seconds_count{call="VolumeDriver.Mount"}'), 1);
+    assert.ok(delta('ossnas_call_duration_seconds_sum{call="VolumeDriver.Mount"}') > 0);
+    assert.ok((now.get('ossnas_volumes{type="oss"}') ?? 0) >= 1);
+    assert.equal(now.get('ossnas_volumes_mounted{type="oss"}') ?? 0, 0, 'unmounted once the container ended');
+    assert.equal(now.get('ossnas_restore_volumes{result="failed"}'), 0);
+    assert.ok((now.get('process_resident_memory_bytes') ?? 0) > 0);
   });
 
   it('inline credentials: the secret is not in Status, the plugin log, nor any command line', async (t) => {
