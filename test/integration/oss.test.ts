@@ -333,7 +333,13 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     await mkdir(holderDir, { recursive: true });
     const holder = execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', `mount --bind ${mp} ${holderDir} && echo ready && exec sleep 120`], { reject: false });
     t.after(() => holder.kill('SIGKILL'));
-    await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+    // Ready, or why not: a bind mount that fails (or hangs on the FUSE mount) must not hang the suite.
+    const ready = await Promise.race([
+      new Promise<string>((resolve) => holder.stdout!.once('data', () => resolve('ready'))),
+      holder.then((res) => `the holder exited first (${res.exitCode}): ${res.stderr}`),
+      new Promise<string>((resolve) => setTimeout(() => resolve('no bind mount within 20 s'), 20_000).unref()),
+    ]);
+    assert.equal(ready, 'ready');
     let r = await call('Remove', { Name: 'drift' });
     assert.match(String(r.json.Err), new RegExp(`volume drift is in use \\(1 mount reference, mounted in 1 other mount namespace: PID \\d+: ${holderDir}\\)`));
     assert.ok(await fuseMountAt(mp), 'still mounted');
