@@ -27,7 +27,8 @@ import { isRunning } from '../test/helpers/docker.js';
 import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
 import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, percentile } from './client.js';
-import { Cleanup, clientArgv, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, startS3Process, textTable, writeJsonReport, type S3Process } from './fuse-host.js';
+import { startS3, type S3Server } from '../test/helpers/s3.js';
+import { Cleanup, clientArgv, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, textTable, writeJsonReport } from './fuse-host.js';
 import { REPO_ROOT } from './servers/ossnas.js';
 
 const MiB = 2 ** 20;
@@ -62,7 +63,7 @@ let stopping = false;
 
 interface Env {
   dir: string;
-  s3: S3Process;
+  s3: S3Server;
   plugin: PluginProcess;
   client: BenchClient;
   passwdFile: string;
@@ -537,7 +538,7 @@ async function main(): Promise<void> {
   try {
     // s3rver as a process of its own: in this process it would share our event loop, and a
     // spawn() while a file is open on s3fs can deadlock with it (bench/fuse-host.ts).
-    const s3 = await startS3Process(WARMUP_BUCKET);
+    const s3 = await startS3([WARMUP_BUCKET]);
     cleanup.add('s3rver', () => s3.stop()); // last: the mounts go first, their s3fs may still upload
     for (const c of configs) {
       const res = await fetch(`${s3.url}/${c.bucket}`, { method: 'PUT' }); // CreateBucket; s3rver takes it unsigned

@@ -1,9 +1,7 @@
 // What the benchmarks that mount for real (mount-cycle, restore) share: root, the FUSE clients
 // and mounts below a benchmark's own directory, a cleanup that runs once (also on Ctrl-C), and
 // a plain text table. Nothing here touches a mount or a process outside the directories given.
-import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -166,51 +164,6 @@ export async function waitListening(socket: string, timeoutMs: number): Promise<
   }
 }
 
-export interface S3Process {
-  url: string;
-  pid: number;
-  stop(): Promise<void>;
-}
-
-/**
- * s3rver (the one test/helpers/s3.ts runs in-process) as a child process of its own, on a free
- * port, with its own data directory. In-process it deadlocks a benchmark that spawns a process
- * while it reads through a FUSE mount: spawn() blocks the event loop until the child has
- * exec'ed, the exec closes the inherited descriptor of the file being read, that close waits
- * for s3fs, and s3fs waits for the S3 server, whose event loop is the one blocked (seen).
- */
-export async function startS3Process(bucket: string): Promise<S3Process> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ossnas-bench-s3-'));
-  const bin = path.join(REPO_ROOT, 'node_modules', 's3rver', 'bin', 's3rver.js');
-  const child = spawn(process.execPath, [bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '-s', '--configure-bucket', bucket], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`s3rver did not start within 10 s: ${out}`)), 10_000);
-    const onData = (c: Buffer) => {
-      out += String(c);
-      const m = /listening on [^\s:]+:(\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    void exited.then(() => reject(new Error(`s3rver exited: ${out}`)));
-  });
-  return {
-    url: `http://127.0.0.1:${port}`,
-    pid: child.pid!,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 /** CPU time a process has used, in ms: in user mode and in the kernel. */
 export async function cpuMs(pid: number): Promise<{ user: number; sys: number }> {

@@ -22,7 +22,8 @@ import { findMount } from '../src/host/mountinfo.js';
 import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
 import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, percentile, phase, shuffled } from './client.js';
-import { Cleanup, clientArgv, fmtMs, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, startS3Process, textTable, writeJsonReport, type S3Process } from './fuse-host.js';
+import { startS3, type S3Server } from '../test/helpers/s3.js';
+import { Cleanup, clientArgv, fmtMs, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, textTable, writeJsonReport } from './fuse-host.js';
 
 const BUCKET = 'bench';
 const FUSE_SUPER_MAGIC = 0x65735546;
@@ -126,7 +127,7 @@ async function main(): Promise<void> {
 
   const started = new Date();
   const cleanup = new Cleanup();
-  let s3: S3Process | undefined;
+  let s3: S3Server | undefined;
   let plugin: PluginProcess | undefined;
   let client: BenchClient | undefined;
   const rawDir = await mkdtemp(path.join(os.tmpdir(), 'ossnas-bench-raw-'));
@@ -137,7 +138,7 @@ async function main(): Promise<void> {
   });
   try {
     const loadBefore = loadavg();
-    s3 = await startS3Process(BUCKET);
+    s3 = await startS3([BUCKET]);
     cleanup.add('s3rver', () => s3!.stop());
     plugin = await startPluginInTempDir({ LOG_LEVEL: 'info', ...(values['node-options'] && { NODE_OPTIONS: values['node-options'] }) });
     cleanup.add('plugin', async () => {

@@ -38,14 +38,13 @@ import {
   requireRoot,
   runBench,
   s3fsClientsBelow,
-  startS3Process,
   sleep,
   textTable,
   waitGone,
   waitListening,
   writeJsonReport,
-  type S3Process,
 } from './fuse-host.js';
+import { startS3, type S3Server } from '../test/helpers/s3.js';
 
 const BUCKET = 'bench';
 const FILE = 'restore-check.txt';
@@ -386,10 +385,10 @@ async function main(): Promise<void> {
   const env: Record<string, string> = { LOG_LEVEL: 'info', ...(values['node-options'] && { NODE_OPTIONS: values['node-options'] }) };
   const names = Array.from({ length: n }, (_, i) => `r${String(i).padStart(4, '0')}`);
   const mounted = names.map(() => false);
-  let s3: S3Process | undefined;
+  let s3: S3Server | undefined;
   let plugin: PluginProcess | undefined;
   try {
-    s3 = await startS3Process(BUCKET);
+    s3 = await startS3([BUCKET]);
     cleanup.add('s3rver', () => s3!.stop());
     plugin = await startPluginInTempDir(env);
     const dir = plugin.dir;
