@@ -11,7 +11,7 @@
 // fails the test with a clear message: services cannot be created there.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { open, stat } from 'node:fs/promises';
+import { open, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -29,7 +29,7 @@ import {
 } from '../helpers/docker.js';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { LOCAL_PROFILE, setUpPlugin, type E2eSetup } from '../helpers/e2e-setup.js';
-import { rootSkipReason } from '../helpers/env.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
 import type { S3Server } from '../helpers/s3.js';
 
 const PLUGIN = 'ossnas-swarm-e2e';
@@ -323,6 +323,61 @@ describe('swarm services with ossnas volumes', { skip: rootSkipReason(), timeout
     await docker(['volume', 'rm', vol]);
     assert.equal(await volumeExists(PLUGIN, vol), false);
     for (const f of TASK_FILES) assert.equal(await s3.getObject(BUCKET, f), `${f}\n`, `${f} after docker volume rm`);
+  });
+
+  it('a stack deployed from a compose file: driver and driver_opts create the volume, both replicas write through it', async (t) => {
+    const stack = `ossnas-stack-${RUN}`;
+    const vol = `${stack}_data`; // compose names a stack's volume <stack>_<name>
+    const dir = await tempDir('ossnas-stack-');
+    t.after(dir.cleanup);
+    // The README's stack example, with this test's endpoint, profile, image and placement.
+    const file = path.join(dir.dir, 'stack.yml');
+    await writeFile(file, [
+      'version: "3.8"',
+      'services:',
+      '  app:',
+      `    image: ${TEST_IMAGE}`,
+      // $$ is compose's escape for a literal $.
+      `    command: ["sh", "-c", ${JSON.stringify(TASK_CMD.replaceAll('$', '$$$$'))}]`,
+      '    hostname: "task-{{.Task.Slot}}"',
+      '    stop_grace_period: 1s',
+      '    labels:',
+      `      ${CONTAINER_LABEL}: ${PLUGIN}`,
+      '    volumes:',
+      '      - data:/data',
+      '    deploy:',
+      `      replicas: ${REPLICAS}`,
+      '      restart_policy: { condition: none }',
+      `      placement: { constraints: ["node.id==${swarm!.nodeId}"] }`,
+      'volumes:',
+      '  data:',
+      `    driver: ${PLUGIN}`,
+      '    driver_opts:',
+      '      type: oss',
+      `      bucket: ${BUCKET}`,
+      `      url: ${s3.url}`,
+      `      credentials: ${LOCAL_PROFILE}`,
+      '      path: /stack',
+      '',
+    ].join('\n'));
+    services.push(`${stack}_app`);
+    await docker(['stack', 'deploy', '--resolve-image', 'never', '-c', file, stack]);
+    await waitForRunningTasks(`${stack}_app`, REPLICAS);
+    const v = await inspectVolume(vol);
+    assert.deepEqual(v.Options, { type: 'oss', bucket: BUCKET, url: s3.url, credentials: LOCAL_PROFILE, path: '/stack' });
+    assert.deepEqual([v.Status.mounted, v.Status.refs, v.Status.path], [true, REPLICAS, '/stack']);
+    await waitFor('both task files under stack/ in the bucket', async () => {
+      for (const f of TASK_FILES) if ((await s3.getObject(BUCKET, `stack/${f}`)) !== `${f}\n`) return false;
+      return true;
+    }, 15_000);
+    await docker(['stack', 'rm', stack]);
+    await waitFor(`the task containers of ${stack} to go`, async () => (await serviceContainers(`${stack}_app`)).length === 0, 60_000, 250);
+    await waitFor('the stack volume to be unmounted', async () => {
+      const s = (await inspectVolume(vol)).Status;
+      return s.refs === 0 && s.mounted === false;
+    }, 15_000);
+    await docker(['volume', 'rm', vol]);
+    assert.deepEqual((await s3.keys(BUCKET)).filter((k) => k.startsWith('stack/')), TASK_FILES.map((f) => `stack/${f}`));
   });
 
   it('with SCOPE=global Docker reports the volume as global and the service works the same', async (t) => {
