@@ -48,7 +48,7 @@ export const ossnas: Launcher = {
         OSSNAS_MOUNT_ROOT: path.join(dir, 'volumes'),
         OSSNAS_CREDENTIALS_DIR: path.join(dir, 'credentials'),
         OSSNAS_RUN_DIR: path.join(dir, 'run'),
-        LOG_LEVEL: 'info', // the default: one line per Create/Remove, Get/Path/List at debug
+        LOG_LEVEL: 'info', // the default: one line per call
         ...plugin.env,
       },
       socket,
