@@ -19,6 +19,8 @@ export interface FuseStart {
   args: string[];
   /** The child's whole environment: nothing of ours (and no stray credentials) is inherited. */
   env: Record<string, string>;
+  /** Its working directory, when it must not be ours (relative paths in args and env start there). */
+  cwd?: string;
   target: string;
   deadlineMs: number;
   secrets: string[];
@@ -82,6 +84,7 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
   const child: ResultPromise = execa(spec.command, spec.args, {
     env: spec.env,
     extendEnv: false,
+    ...(spec.cwd && { cwd: spec.cwd }),
     stdin: 'ignore',
     stdout: 'pipe',
     stderr: 'pipe',

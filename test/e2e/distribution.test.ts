@@ -237,6 +237,15 @@ describe('ossnas distributed through a registry', { skip: rootSkipReason(), time
         TEST_IMAGE, 'sh', '-c', cmd], { timeout: 120_000 });
     for (const vol of [oss, disk]) assert.equal((await run(vol, `echo before-upgrade > /data/u.txt`)).exitCode, 0);
     const optionsBefore = await docker(['volume', 'inspect', '--format', '{{json .Options}}', oss, disk]);
+    // A container that runs across the upgrade, on each volume: its mount must keep serving.
+    const holders = [oss, disk].map((vol) => `${vol}-holder`);
+    t.after(async () => {
+      for (const h of holders) await dockerResult(['rm', '-f', h]);
+    });
+    for (const [i, vol] of [oss, disk].entries()) {
+      await docker(['run', '-d', '--name', holders[i]!, '--label', `${CONTAINER_LABEL}=${ALIAS}`,
+        '--mount', `type=volume,src=${vol},dst=/data,volume-driver=${ALIAS}`, TEST_IMAGE, 'sh', '-c', 'sleep 600']);
+    }
 
     const t0 = performance.now();
     await docker(['plugin', 'disable', '-f', ALIAS]);
@@ -259,6 +268,14 @@ describe('ossnas distributed through a registry', { skip: rootSkipReason(), time
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(r.stdout, 'before-upgrade', `${vol} kept its data`);
     }
+    // The containers that ran across the upgrade still read, write and create files.
+    for (const [i, vol] of [oss, disk].entries()) {
+      const r = await dockerResult(['exec', holders[i]!, 'sh', '-c', 'cat /data/u.txt && echo across-upgrade > /data/across.txt && cat /data/across.txt']);
+      assert.equal(r.exitCode, 0, `${vol}: a container running across the upgrade: ${r.stderr}`);
+      assert.equal(r.stdout, 'before-upgrade\nacross-upgrade');
+    }
+    await docker(['rm', '-f', ...holders]);
+    assert.equal(await s3.getObject(BUCKET, 'upgrade/across.txt'), 'across-upgrade\n', 'the write made across the upgrade reached the bucket');
     for (const vol of [oss, disk]) await docker(['volume', 'rm', vol]);
   });
 });

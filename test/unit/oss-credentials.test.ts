@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { clientRuntime } from '../../src/backends/oss/client-runtime.js';
 import { parseProfile, resolveCredentials } from '../../src/backends/oss/credentials.js';
 import { clientArgs, credentialHandoff } from '../../src/backends/oss/index.js';
 import { toSpec } from '../../src/backends/oss/options.js';
@@ -107,5 +108,34 @@ describe('handing keys to the FUSE client', () => {
     // A named endpoint uses virtual-hosted requests, as OSS requires.
     const named = toSpec({ type: 'oss', bucket: 'b1b', url: 'oss-cn-hangzhou.aliyuncs.com', credentials: 'p' });
     assert.deepEqual(clientArgs(named, '/m', []), ['b1b', '/m', '-f', '-o', 'url=https://oss-cn-hangzhou.aliyuncs.com', '-o', 'allow_other']);
+  });
+});
+
+describe("what the FUSE client uses while it serves, outside the plugin's rootfs", () => {
+  it('a private tmpdir and a copy of the CA bundle in the state directory, relative to it, copied again when it changes', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const ca = path.join(dir, 'ca.crt');
+      await writeFile(ca, 'CERT ONE\n');
+      const state = path.join(dir, 'state');
+      const r = await clientRuntime(state, ca);
+      const fuse = path.join(state, 'fuse');
+      assert.deepEqual(r, { cwd: fuse, options: ['tmpdir=tmp'], env: { CURL_CA_BUNDLE: 'ca-certificates.crt' } });
+      assert.equal((await stat(path.join(fuse, 'tmp'))).mode & 0o777, 0o700);
+      assert.equal((await stat(fuse)).mode & 0o777, 0o700);
+      assert.equal(await readFile(`${fuse}/ca-certificates.crt`, 'utf8'), 'CERT ONE\n');
+      assert.equal(await clientRuntime(state, ca), r, 'prepared once per process');
+      // A later process (another state directory here) copies a changed bundle again.
+      await writeFile(ca, 'CERT TWO\n');
+      const state2 = path.join(dir, 'state2');
+      await mkdir(path.join(state2, 'fuse'), { recursive: true });
+      await writeFile(path.join(state2, 'fuse', 'ca-certificates.crt'), 'CERT ONE\n');
+      await clientRuntime(state2, ca);
+      assert.equal(await readFile(path.join(state2, 'fuse', 'ca-certificates.crt'), 'utf8'), 'CERT TWO\n');
+      // No bundle in the rootfs: s3fs is left to its own search.
+      assert.deepEqual((await clientRuntime(path.join(dir, 'state3'), path.join(dir, 'none.crt'))).env, {});
+    } finally {
+      await cleanup();
+    }
   });
 });

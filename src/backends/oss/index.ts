@@ -8,6 +8,7 @@ import { adoptFuseClient, FuseMountError, startFuseDaemon, unmountFuse, type Fus
 import { probeTcp, resolveHost } from '../../host/net.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
+import { clientRuntime } from './client-runtime.js';
 import { resolveCredentials, type Credentials } from './credentials.js';
 import { refusedByClient } from './other-opts.js';
 import { OptionsError } from '../options.js';
@@ -66,10 +67,10 @@ export function credentialHandoff(client: Client, spec: OssSpec, creds: Credenti
   return { file: { path: file, text }, env: {}, options: [`passwd_file=${file}`] };
 }
 
-/** The client's argv: never a secret in it. */
-export function clientArgs(spec: OssSpec, target: string, credentialOptions: string[]): string[] {
+/** The client's argv: never a secret in it. `ownOptions`: the runtime's and the credentials'. */
+export function clientArgs(spec: OssSpec, target: string, ownOptions: string[]): string[] {
   const source = spec.path === '/' ? spec.bucket : `${spec.bucket}:${spec.path}`;
-  const o: string[] = [`url=${spec.url}`, 'allow_other', ...credentialOptions];
+  const o: string[] = [`url=${spec.url}`, 'allow_other', ...ownOptions];
   if (needsPathStyle(spec.url) && !/-o use_path_request_style\b/.test(spec.otherOpts)) o.push('use_path_request_style');
   if (spec.uid !== undefined) o.push(`uid=${spec.uid}`);
   if (spec.gid !== undefined) o.push(`gid=${spec.gid}`);
@@ -160,6 +161,7 @@ export class OssBackend implements Backend {
     await requireReachable(spec.url);
     const client = await chooseClient();
     const creds = await resolveCredentials(spec, ctx.settings.credentialsDir);
+    const runtime = await clientRuntime(ctx.settings.stateDir);
     const dir = path.join(ctx.settings.runDir, 'oss', name);
     const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : [])];
     let credFile: string | undefined;
@@ -172,8 +174,9 @@ export class OssBackend implements Backend {
       }
       const daemon = await startFuseDaemon({
         command: client,
-        args: clientArgs(spec, target, handoff.options),
-        env: { PATH: CLIENT_PATH, HOME: dir, ...handoff.env },
+        args: clientArgs(spec, target, [...runtime.options, ...handoff.options]),
+        env: { PATH: CLIENT_PATH, HOME: dir, ...runtime.env, ...handoff.env },
+        cwd: runtime.cwd,
         target,
         deadlineMs: ctx.settings.mountTimeoutMs,
         secrets,

@@ -75,6 +75,7 @@ const OWNED: Record<string, string> = {
   bucket: "use the 'bucket' option",
   passwd_file: "use the 'credentials' option",
   profile: "use the 'credentials' option",
+  tmpdir: 'in the state directory, so that clients outlive an upgrade of the plugin',
 };
 
 export const ALLOWED_OTHER_OPTS = Object.keys(ALLOWED);
