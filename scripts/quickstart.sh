@@ -68,5 +68,5 @@ cat <<MSG
 
 Done. Try:  docker run --rm -it --mount $mount $IMAGE sh
 Clean up:   docker volume rm $VOLUME; docker plugin disable -f $PLUGIN; docker plugin rm $PLUGIN
-            pkill -f s3rver.js   (the demo bucket's data stays in $S3_DATA)
+            kill $(pgrep -f 's3rver.js -d $S3_DATA')   (only this S3 server; the demo bucket's data stays in $S3_DATA)
 MSG
