@@ -34,7 +34,7 @@ import {
 } from '../test/helpers/docker.js';
 import { LOCAL_PROFILE, setUpPlugin } from '../test/helpers/e2e-setup.js';
 import { percentile } from './client.js';
-import { log, writeJsonReport } from './fuse-host.js';
+import { clientArgv, log, writeJsonReport } from './fuse-host.js';
 
 const PLUGIN = 'ossnas-bench-docker-run';
 const BUCKET = 'bench';
@@ -406,20 +406,8 @@ async function main(): Promise<void> {
   const hostTarget = path.join(plugin.propagatedMount, VOLUME);
   const rootfs = path.join(path.dirname(plugin.propagatedMount), 'rootfs');
 
-  // --- the plugin's s3fs argv, read while a container holds the volume
-  const holder = await docker(['run', '-d', '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '-v', `${VOLUME}:/data`, TEST_IMAGE, 'sleep', '600']);
-  let pluginArgv: string[];
-  let pluginEnvKeys: string[];
-  try {
-    const pid = await waitFor('the plugin\'s s3fs', () => fuseClientPid(PLUGIN_TARGET), 20_000, 50);
-    pluginArgv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
-    pluginEnvKeys = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0').filter(Boolean).map((e) => e.split('=')[0]!);
-  } finally {
-    await docker(['rm', '-f', holder]);
-  }
-  await waitFor('the volume to be unmounted', async () => (await volumeStatus(VOLUME)).mounted === false, 20_000, 50);
-
-  // --- raw s3fs: the same argv with our own mountpoint and our own 0600 passwd file
+  // --- raw s3fs: the plugin's argv, read while a container holds the volume, with our own
+  // mountpoint and our own 0600 passwd file
   const rawDir = await mkdtemp(path.join(os.tmpdir(), 'ossnas-bench-s3fs-'));
   undo.push([`temporary directory ${rawDir}`, async () => {
     if (await findMount(path.join(rawDir, 'mnt'))) await execa('umount', ['-l', path.join(rawDir, 'mnt')], { reject: false });
@@ -429,10 +417,18 @@ async function main(): Promise<void> {
   const rawPasswd = path.join(rawDir, 'passwd');
   await mkdir(rawTarget);
   await writeFile(rawPasswd, 'S3RVER:S3RVER\n', { mode: 0o600 });
-  const rawArgv = pluginArgv.slice(1).map((a) =>
-    a === PLUGIN_TARGET ? rawTarget : a.startsWith('passwd_file=') ? `passwd_file=${rawPasswd}` : a,
-  );
-  if (!rawArgv.includes(rawTarget)) throw new Error(`the plugin's s3fs argv has no ${PLUGIN_TARGET}: ${pluginArgv.join(' ')}`);
+  const holder = await docker(['run', '-d', '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '-v', `${VOLUME}:/data`, TEST_IMAGE, 'sleep', '600']);
+  let argv: Awaited<ReturnType<typeof clientArgv>>;
+  try {
+    await waitFor('the plugin\'s s3fs', () => fuseClientPid(PLUGIN_TARGET), 20_000, 50);
+    argv = await clientArgv(PLUGIN_TARGET, rawTarget, rawPasswd);
+  } finally {
+    await docker(['rm', '-f', holder]);
+  }
+  await waitFor('the volume to be unmounted', async () => (await volumeStatus(VOLUME)).mounted === false, 20_000, 50);
+  const pluginArgv = ['s3fs', ...argv.plugin];
+  const pluginEnvKeys = argv.envKeys;
+  const rawArgv = argv.raw;
   const rawEnv = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: rawDir };
   log(`[setup] plugin's s3fs: ${pluginArgv.join(' ')}`);
 

@@ -66,7 +66,13 @@ export async function clientArgv(mp: string, rawTarget: string, rawPasswd: strin
   if (argv[argv.length - 1] === '') argv.pop();
   const envKeys = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0').filter(Boolean).map((kv) => kv.split('=')[0]!);
   const plugin = argv.slice(1);
-  const raw = plugin.map((w) => (w === mp ? rawTarget : w.startsWith('passwd_file=') ? `passwd_file=${rawPasswd}` : w));
+  // The plugin's tmpdir is relative to its client's working directory (in the plugin's state
+  // directory, maybe in another mount namespace): raw s3fs gets its own, next to its mountpoint.
+  const rawTmp = path.join(path.dirname(rawTarget), 's3fs-tmp');
+  await mkdir(rawTmp, { recursive: true, mode: 0o700 });
+  const raw = plugin.map((w) =>
+    w === mp ? rawTarget : w.startsWith('passwd_file=') ? `passwd_file=${rawPasswd}` : w.startsWith('tmpdir=') ? `tmpdir=${rawTmp}` : w,
+  );
   if (!raw.includes(rawTarget)) throw new Error(`the mountpoint is not in the client's argv: ${plugin.join(' ')}`);
   return { plugin, raw, envKeys };
 }

@@ -278,11 +278,12 @@ interface RawResult {
 }
 
 /**
- * The floor: N s3fs clients with the plugin's argv (our own mountpoints and passwd file),
+ * The floor: N s3fs clients with the plugin's argv made raw (clientArgv: our own mountpoints and
+ * passwd file; `argv` mounts at `firstTarget`),
  * started 8 at a time by this script, each until statfs answers from FUSE and the file reads
  * back; then all unmounted and waited for.
  */
-async function rawFloor(argv: string[], pluginTarget: string, dir: string, n: number, s3Pid: number): Promise<RawResult> {
+async function rawFloor(argv: string[], firstTarget: string, dir: string, n: number, s3Pid: number): Promise<RawResult> {
   const passwd = path.join(dir, 'passwd');
   await writeFile(passwd, 'S3RVER:S3RVER\n', { mode: 0o600 });
   const targets = Array.from({ length: n }, (_, i) => path.join(dir, `m${i}`));
@@ -294,7 +295,7 @@ async function rawFloor(argv: string[], pluginTarget: string, dir: string, n: nu
   let spawnBlockedMs = 0;
   const t0 = performance.now();
   await pool(targets, RESTORE_CONCURRENCY, async (target) => {
-    const args = argv.map((w) => (w === pluginTarget ? target : w.startsWith('passwd_file=') ? `passwd_file=${passwd}` : w));
+    const args = argv.map((w) => (w === firstTarget ? target : w));
     const ts = performance.now();
     const child = spawn('s3fs', args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     spawnBlockedMs += performance.now() - ts;
@@ -441,7 +442,7 @@ async function main(): Promise<void> {
           await rm(rawDir, { recursive: true, force: true });
         });
         const argv = await clientArgv(mp, path.join(rawDir, 'm0'), path.join(rawDir, 'passwd'));
-        const result = await rawFloor(argv.plugin, mp, rawDir, n, s3.pid);
+        const result = await rawFloor(argv.raw, path.join(rawDir, 'm0'), rawDir, n, s3.pid);
         results.push(result);
         log(`[raw] ${n} s3fs of our own, ${RESTORE_CONCURRENCY} at a time: every one serves ${fmtMs(result.allServeMs)} ms after the first spawn`);
         continue;
