@@ -24,6 +24,11 @@ async function main(): Promise<void> {
   let settings: Settings;
   try {
     settings = loadSettings();
+    // Checked before listening (which costs loading the option code): a plugin that answered the
+    // handshake and then exited would leave `docker plugin enable` looking successful.
+    if (settings.ossDefaults.url || settings.ossDefaults.credentials) {
+      (await import('./backends/oss/index.js')).checkOssDefaults(settings.ossDefaults);
+    }
   } catch (err) {
     if (err instanceof SettingsError) {
       console.error(`ossnas: bad setting: ${err.message}`);

@@ -201,6 +201,28 @@ describe('connection handling', () => {
 });
 
 describe('the program', () => {
+  it('refuses a bad setting before it listens, naming the setting (so that docker plugin enable fails)', async (t) => {
+    const tmp = await tempDir();
+    t.after(tmp.cleanup);
+    for (const [name, value, message] of [
+      ['LOG_LEVEL', 'loud', /ossnas: bad setting: LOG_LEVEL must be one of .*, got 'loud'/],
+      ['OSSNAS_DEFAULT_URL', 'ftp://x', /ossnas: bad setting: OSSNAS_DEFAULT_URL: only http:\/\/ and https:\/\/ endpoints are accepted/],
+      ['OSSNAS_DEFAULT_CREDENTIALS', '../etc/passwd', /ossnas: bad setting: OSSNAS_DEFAULT_CREDENTIALS: expected a profile name/],
+    ] as const) {
+      const socket = path.join(tmp.dir, `${name}.sock`);
+      const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'main.js')], {
+        env: { PATH: process.env.PATH, OSSNAS_SOCKET: socket, OSSNAS_STATE_DIR: path.join(tmp.dir, 'state'), [name]: value },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr!.on('data', (c) => (stderr += String(c)));
+      const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+      assert.equal(code, 2, `${name}: ${stderr}`);
+      assert.match(stderr, message);
+      await assert.rejects(stat(socket), /ENOENT/, `${name}: it listened before refusing`);
+    }
+  });
+
   it('listens on its socket within a second of start, as a plain host process', async (t) => {
     const tmp = await tempDir();
     t.after(tmp.cleanup);

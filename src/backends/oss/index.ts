@@ -111,6 +111,24 @@ async function hostPidForClients(ctx: BackendContext): Promise<number | undefine
   }
 }
 
+/**
+ * The plugin-wide defaults, normalised; SettingsError names the setting that is wrong. main.ts
+ * calls it before listening, so that `docker plugin enable` fails instead of a plugin that
+ * answers the handshake and then exits.
+ */
+export function checkOssDefaults(defaults: Settings['ossDefaults']): Settings['ossDefaults'] {
+  let url: string | undefined;
+  try {
+    url = defaults.url === undefined ? undefined : normalizeEndpoint(defaults.url);
+  } catch (err) {
+    throw new SettingsError(`OSSNAS_DEFAULT_URL: ${(err as Error).message}`);
+  }
+  if (defaults.credentials !== undefined && !PROFILE_NAME.test(defaults.credentials)) {
+    throw new SettingsError(`OSSNAS_DEFAULT_CREDENTIALS: expected ${PROFILE_NAME_RULE}`);
+  }
+  return { ...(url && { url }), ...(defaults.credentials && { credentials: defaults.credentials }) };
+}
+
 export class OssBackend implements Backend {
   readonly type = 'oss';
   readonly keys = OSS_KEYS;
@@ -120,16 +138,7 @@ export class OssBackend implements Backend {
 
   /** Throws SettingsError when a plugin-wide default is not valid, so the plugin does not start with it. */
   constructor(defaults: Settings['ossDefaults'] = {}) {
-    let url: string | undefined;
-    try {
-      url = defaults.url === undefined ? undefined : normalizeEndpoint(defaults.url);
-    } catch (err) {
-      throw new SettingsError(`OSSNAS_DEFAULT_URL: ${(err as Error).message}`);
-    }
-    if (defaults.credentials !== undefined && !PROFILE_NAME.test(defaults.credentials)) {
-      throw new SettingsError(`OSSNAS_DEFAULT_CREDENTIALS: expected ${PROFILE_NAME_RULE}`);
-    }
-    this.defaults = { ...(url && { url }), ...(defaults.credentials && { credentials: defaults.credentials }) };
+    this.defaults = checkOssDefaults(defaults);
   }
 
   /** The defaults are written into the volume's options, so Status shows them and a later change of the defaults leaves the volume as created. */
