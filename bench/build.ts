@@ -1,6 +1,7 @@
-// What every benchmark of the built program checks and records: dist/ is current, and which
-// revision it was built from.
+// What every benchmark of the built program checks and records: dist/ is current, which
+// revision it was built from, and the machine it ran on.
 import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { REPO_ROOT } from './servers/ossnas.js';
@@ -31,4 +32,15 @@ export function gitRevision(): string {
   } catch {
     return 'unknown';
   }
+}
+
+/** The head of every benchmark's JSON report: when, which code, on what machine. */
+export function runMeta(started: Date): { date: string; revision: string; cpus: number; cpuModel: string; kernel: string } {
+  return {
+    date: started.toISOString(),
+    revision: gitRevision(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    kernel: os.release(),
+  };
 }

@@ -27,13 +27,13 @@ import {
   fuseClientPid,
   median,
   pluginPid,
-  REPO_ROOT,
   TEST_IMAGE,
   volumeStatus,
   waitFor,
 } from '../test/helpers/docker.js';
 import { LOCAL_PROFILE, setUpPlugin } from '../test/helpers/e2e-setup.js';
 import { percentile } from './client.js';
+import { runMeta } from './build.js';
 import { clientArgv, log, writeJsonReport } from './fuse-host.js';
 
 const PLUGIN = 'ossnas-bench-docker-run';
@@ -350,15 +350,6 @@ function medianOf<T>(items: T[], f: (x: T) => number | undefined): number | unde
   return xs.length ? median(xs) : undefined;
 }
 
-function gitRevision(): string {
-  try {
-    const rev = readFileSync(path.join(REPO_ROOT, '.git', 'HEAD'), 'utf8').trim();
-    return rev.startsWith('ref: ') ? readFileSync(path.join(REPO_ROOT, '.git', rev.slice(5)), 'utf8').trim().slice(0, 7) : rev.slice(0, 7);
-  } catch {
-    return 'unknown';
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------------
@@ -651,8 +642,9 @@ async function main(): Promise<void> {
   }
 
   const loadAfter = loadavg();
+  const meta = runMeta(started);
   const header = [
-    `docker run benchmark (mount path), ${started.toISOString()}, ossnas ${gitRevision()}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
+    `docker run benchmark (mount path), ${meta.date}, ossnas ${meta.revision}; ${meta.cpus} x ${meta.cpuModel}`,
     `  dockerd ${versions.dockerd}; s3fs: host ${versions.s3fsHost}, plugin ${versions.s3fsPlugin}; s3rver on 127.0.0.1, bucket ${BUCKET}`,
     `  image ${TEST_IMAGE}, command 'true'; plugin ${PLUGIN} with LOG_LEVEL=info; rounds interleaved (the first kind rotates)`,
     `  load average before ${loadBefore.join(' ')}, after ${loadAfter.join(' ')}; rounds took ${roundsSeconds.toFixed(0)} s`,
@@ -661,12 +653,8 @@ async function main(): Promise<void> {
 
   const json = {
     meta: {
-      date: started.toISOString(),
-      revision: gitRevision(),
+      ...meta,
       versions,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      kernel: os.release(),
       rounds,
       tracedRuns,
       kinds,

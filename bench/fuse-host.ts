@@ -14,6 +14,11 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 /** Progress and notes go to stderr; stdout carries only the report. */
 export const log = (msg: string) => process.stderr.write(`${msg}\n`);
 
+/** On a failure: the plugin's last lines, which say why (its own output is not shown otherwise). */
+export function logPluginTail(plugin: { output(): string } | undefined): void {
+  if (plugin) log(`plugin output (last lines):\n${plugin.output().split('\n').slice(-15).join('\n')}`);
+}
+
 /** Writes a benchmark's JSON report (`--out`, relative to the repository) and says where. */
 export async function writeJsonReport(out: string, data: unknown): Promise<void> {
   const file = path.resolve(REPO_ROOT, out);

@@ -20,10 +20,10 @@ import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { findMount } from '../src/host/mountinfo.js';
 import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
-import { checkBuild, gitRevision } from './build.js';
+import { checkBuild, runMeta } from './build.js';
 import { BenchClient, percentile, phase, shuffled } from './client.js';
 import { startS3, type S3Server } from '../test/helpers/s3.js';
-import { Cleanup, clientArgv, fmtMs, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, textTable, writeJsonReport } from './fuse-host.js';
+import { Cleanup, clientArgv, fmtMs, forceCleanBelow, log, logPluginTail, mountId, requireRoot, runBench, sleep, textTable, writeJsonReport } from './fuse-host.js';
 
 const BUCKET = 'bench';
 const FUSE_SUPER_MAGIC = 0x65735546;
@@ -201,13 +201,9 @@ async function main(): Promise<void> {
     const share = s.plugin.cycle.p50 - s.raw.cycle.p50;
     const version = await s3fsVersion();
     const meta = {
-      date: started.toISOString(),
-      revision: gitRevision(),
+      ...runMeta(started),
       node: process.version,
       s3fs: version,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      kernel: os.release(),
       loadavg: { before: loadBefore, after: loadAfter },
       n,
       cycles,
@@ -248,7 +244,7 @@ async function main(): Promise<void> {
 
     await writeJsonReport(values.out, { meta, summary: { ...s, shareMs: share }, viaPlugin, raw });
   } catch (err) {
-    if (plugin) log(`plugin output (last lines):\n${plugin.output().split('\n').slice(-15).join('\n')}`);
+    logPluginTail(plugin);
     throw err;
   } finally {
     await cleanup.run();

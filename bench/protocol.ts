@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { checkBuild, gitRevision } from './build.js';
+import { checkBuild, runMeta } from './build.js';
 import { BenchClient, CONCURRENCY, phase, shuffled, type Phase } from './client.js';
 import { dirBytes, mountsBelow, type Launcher } from './process.js';
 import { floor } from './servers/floor.js';
@@ -165,12 +165,8 @@ async function main(): Promise<void> {
 
   const started = new Date();
   const meta = {
-    date: started.toISOString(),
-    revision: gitRevision(),
+    ...runMeta(started),
     versions,
-    cpus: os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? 'unknown',
-    kernel: os.release(),
     ns,
     readsPerPhase: reads,
     concurrency: CONCURRENCY,

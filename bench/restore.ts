@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { finishPlugin, startPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
-import { checkBuild, gitRevision } from './build.js';
+import { checkBuild, runMeta } from './build.js';
 import { BenchClient, percentile } from './client.js';
 import {
   Cleanup,
@@ -34,6 +34,7 @@ import {
   fmtMs,
   forceCleanBelow,
   log,
+  logPluginTail,
   mountId,
   requireRoot,
   runBench,
@@ -454,12 +455,8 @@ async function main(): Promise<void> {
     }
 
     const meta = {
-      date: started.toISOString(),
-      revision: gitRevision(),
+      ...runMeta(started),
       node: process.version,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      kernel: os.release(),
       n,
       setupMs,
     };
@@ -477,7 +474,7 @@ async function main(): Promise<void> {
 
     await writeJsonReport(values.out, { meta, results });
   } catch (err) {
-    if (plugin) log(`plugin output (last lines):\n${plugin.output().split('\n').slice(-15).join('\n')}`);
+    logPluginTail(plugin);
     throw err;
   } finally {
     await cleanup.run();
