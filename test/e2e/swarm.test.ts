@@ -212,6 +212,22 @@ interface Volume {
 }
 const inspectVolume = async (name: string) => (JSON.parse(await docker(['volume', 'inspect', name])) as Volume[])[0]!;
 
+/** Waits until every task's file is in the bucket under PREFIX ('' or 'dir/'), holding its name. */
+function waitForTaskFiles(s3: S3Server, prefix: string): Promise<unknown> {
+  return waitFor(`both task files${prefix ? ` under ${prefix}` : ''} in the bucket`, async () => {
+    for (const f of TASK_FILES) if ((await s3.getObject(BUCKET, `${prefix}${f}`)) !== `${f}\n`) return false;
+    return true;
+  }, 15_000);
+}
+
+/** Waits until no task holds VOLUME and it is unmounted; returns its Status then. */
+function waitUnmounted(volume: string): Promise<Record<string, unknown>> {
+  return waitFor(`${volume} to be unmounted (refs 0, mounted false)`, async () => {
+    const s = (await inspectVolume(volume)).Status;
+    return s.refs === 0 && s.mounted === false ? s : undefined;
+  }, 15_000);
+}
+
 const isIsoTime = (s: unknown) => typeof s === 'string' && new Date(s).toISOString() === s;
 
 describe('swarm services with ossnas volumes', { skip: rootSkipReason(), timeout: 600_000 }, () => {
@@ -294,10 +310,7 @@ describe('swarm services with ossnas volumes', { skip: rootSkipReason(), timeout
     assert.equal((await processesWith(`/mnt/volumes/${vol}`)).filter((p) => /\bs3fs\b/.test(p)).length, 1, 'one s3fs for the volume');
 
     // Each task's file is in the bucket, and each task sees the other's through the shared mount.
-    await waitFor('both task files in the bucket', async () => {
-      for (const f of TASK_FILES) if ((await s3.getObject(BUCKET, f)) !== `${f}\n`) return false;
-      return true;
-    }, 15_000);
+    await waitForTaskFiles(s3, '');
     const containers = await serviceContainers(svc);
     assert.equal(containers.length, REPLICAS);
     for (const c of containers) {
@@ -307,10 +320,7 @@ describe('swarm services with ossnas volumes', { skip: rootSkipReason(), timeout
     const t1 = Date.now();
     await removeService(svc);
     t.diagnostic(`task containers gone ${Date.now() - t1} ms after docker service rm`);
-    const idle = await waitFor('refs 0 and mounted false after the service went', async () => {
-      const s = (await inspectVolume(vol)).Status;
-      return s.refs === 0 && s.mounted === false ? s : undefined;
-    }, 15_000);
+    const idle = await waitUnmounted(vol);
     assert.equal(idle.health, 'idle');
     assert.ok(Date.parse(idle.since as string) > Date.parse(v.Status.since as string), 'since moves when the mount ends');
     assert.deepEqual((await mountPoints()).filter((p) => p.startsWith(`${plugin.propagatedMount}/`)), [],
@@ -366,16 +376,10 @@ describe('swarm services with ossnas volumes', { skip: rootSkipReason(), timeout
     const v = await inspectVolume(vol);
     assert.deepEqual(v.Options, { type: 'oss', bucket: BUCKET, url: s3.url, credentials: LOCAL_PROFILE, path: '/stack' });
     assert.deepEqual([v.Status.mounted, v.Status.refs, v.Status.path], [true, REPLICAS, '/stack']);
-    await waitFor('both task files under stack/ in the bucket', async () => {
-      for (const f of TASK_FILES) if ((await s3.getObject(BUCKET, `stack/${f}`)) !== `${f}\n`) return false;
-      return true;
-    }, 15_000);
+    await waitForTaskFiles(s3, 'stack/');
     await docker(['stack', 'rm', stack]);
     await waitFor(`the task containers of ${stack} to go`, async () => (await serviceContainers(`${stack}_app`)).length === 0, 60_000, 250);
-    await waitFor('the stack volume to be unmounted', async () => {
-      const s = (await inspectVolume(vol)).Status;
-      return s.refs === 0 && s.mounted === false;
-    }, 15_000);
+    await waitUnmounted(vol);
     await docker(['volume', 'rm', vol]);
     assert.deepEqual((await s3.keys(BUCKET)).filter((k) => k.startsWith('stack/')), TASK_FILES.map((f) => `stack/${f}`));
   });
@@ -393,15 +397,9 @@ describe('swarm services with ossnas volumes', { skip: rootSkipReason(), timeout
     const v = await inspectVolume(vol);
     assert.equal(v.Scope, 'global');
     assert.deepEqual([v.Status.mounted, v.Status.refs, v.Status.health, v.Status.path], [true, REPLICAS, 'ok', '/global']);
-    await waitFor('both task files under global/ in the bucket', async () => {
-      for (const f of TASK_FILES) if ((await s3.getObject(BUCKET, `global/${f}`)) !== `${f}\n`) return false;
-      return true;
-    }, 15_000);
+    await waitForTaskFiles(s3, 'global/');
     await removeService(svc);
-    await waitFor('the global volume to be unmounted', async () => {
-      const s = (await inspectVolume(vol)).Status;
-      return s.refs === 0 && s.mounted === false;
-    }, 15_000);
+    await waitUnmounted(vol);
     await docker(['volume', 'rm', vol]);
     assert.deepEqual((await s3.keys(BUCKET)).filter((k) => k.startsWith('global/')), TASK_FILES.map((f) => `global/${f}`));
   });
