@@ -1,5 +1,5 @@
 // Small filesystem steps with the care a root process needs: explicit modes, no recursive deletes.
-import { chmod, mkdir, open, rmdir, unlink } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, readFile, rename, rmdir, unlink } from 'node:fs/promises';
 
 /** mkdir -p, then force the mode (the process umask is 077). */
 export async function ensureDir(dir: string, mode: number): Promise<void> {
@@ -43,4 +43,27 @@ export async function removeEmptyMountpoint(dir: string): Promise<'removed' | 'a
     if (code === 'ENOTEMPTY' || code === 'EEXIST') return 'not-empty';
     throw err;
   }
+}
+
+/**
+ * Copies `from` to `to` unless they already hold the same bytes; replaced by a rename, so a
+ * reader meanwhile sees the old file or the new one. False when `from` does not exist.
+ */
+export async function copyIfChanged(from: string, to: string): Promise<boolean> {
+  const source = await readFile(from).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (!source) return false;
+  const current = await readFile(to).catch(() => undefined);
+  if (current?.equals(source)) return true;
+  const temp = `${to}.${process.pid}.tmp`;
+  try {
+    await copyFile(from, temp);
+    await rename(temp, to);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  return true;
 }

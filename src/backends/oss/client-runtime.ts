@@ -8,9 +8,8 @@
 // directory is a reference, not a path: the detached state mount stays reachable through it, so
 // both are given relative to it. (/etc/resolv.conf is detached too: a client of a running
 // container resolves no new host name after an upgrade.)
-import { copyFile, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { ensureDir } from '../../host/files.js';
+import { copyIfChanged, ensureDir } from '../../host/files.js';
 
 /** Where the rootfs (Debian's ca-certificates) keeps the bundle s3fs would read. */
 const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
@@ -45,27 +44,4 @@ async function prepare(dir: string, caBundle: string): Promise<ClientRuntime> {
   const env: Record<string, string> = {};
   if (await copyIfChanged(caBundle, path.join(dir, CA_COPY))) env.CURL_CA_BUNDLE = CA_COPY;
   return { cwd: dir, options: [`tmpdir=${TMP}`], env };
-}
-
-/**
- * Copies `from` to `to` unless they already hold the same bytes; replaced by a rename, so a
- * client that reads it meanwhile sees the old or the new bundle. False when `from` does not exist.
- */
-async function copyIfChanged(from: string, to: string): Promise<boolean> {
-  const source = await readFile(from).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw err;
-  });
-  if (!source) return false;
-  const current = await readFile(to).catch(() => undefined);
-  if (current?.equals(source)) return true;
-  const temp = `${to}.${process.pid}.tmp`;
-  try {
-    await copyFile(from, temp);
-    await rename(temp, to);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
-  return true;
 }
