@@ -176,8 +176,9 @@ describe('connection handling', () => {
     const slow = await client.call('VolumeDriver.Create', { Name: 'slow', Opts: { type: 'fake', target: 't', delayMs: '1500' } });
     assert.equal(slow.status, 200);
     const t0 = Date.now();
+    let mountedAt = 0;
     const [m, g] = await Promise.all([
-      client.call('VolumeDriver.Mount', { Name: 'slow', ID: 'c'.repeat(64) }),
+      client.call('VolumeDriver.Mount', { Name: 'slow', ID: 'c'.repeat(64) }).then((r) => ((mountedAt = Date.now() - t0), r)),
       (async () => {
         await new Promise((r) => setTimeout(r, 100));
         const r = await client.call('VolumeDriver.Get', { Name: 'slow' });
@@ -185,9 +186,10 @@ describe('connection handling', () => {
       })(),
     ]);
     assert.equal(m.status, 200);
-    assert.ok(Date.now() - t0 >= 1500);
+    assert.ok(mountedAt >= 1500);
     assert.equal(g.r.status, 200);
-    assert.ok(g.at < 1000, `Get waited for a Mount (${g.at} ms)`);
+    // An order, not a time: a Get that waited for the Mount could only be answered after it.
+    assert.ok(g.at < mountedAt, `Get (at ${g.at} ms) waited for a Mount (answered at ${mountedAt} ms)`);
     await client.call('VolumeDriver.Unmount', { Name: 'slow', ID: 'c'.repeat(64) });
   });
 
@@ -223,7 +225,7 @@ describe('the program', () => {
     }
   });
 
-  it('listens on its socket within a second of start, as a plain host process', async (t) => {
+  it("listens on its socket before dockerd's second dial, as a plain host process", async (t) => {
     const tmp = await tempDir();
     t.after(tmp.cleanup);
     const socket = path.join(tmp.dir, 'p.sock');
@@ -245,7 +247,10 @@ describe('the program', () => {
     await waitForSocket(socket, 5000);
     const listening = Date.now() - t0;
     t.diagnostic(`socket listening ${listening} ms after spawn`);
-    assert.ok(listening >= 0 && listening < 1000, `listening after ${listening} ms`);
+    // dockerd dials at about 0.5, 3.5, 6.5 and 9.5 s after start (docker-plugin-protocol.md §4.2):
+    // a plugin not listening by the second dial makes every enable 3 s slower. How fast it
+    // listens is bench/protocol.ts's start-up number, not a test's.
+    assert.ok(listening >= 0 && listening < 3000, `listening after ${listening} ms`);
     const c = new PluginClient(socket);
     assert.deepEqual((await c.call('VolumeDriver.List', {})).json, { Volumes: [], Err: '' });
     assert.deepEqual((await c.call('VolumeDriver.Capabilities')).json, { Capabilities: { Scope: 'global' } }, 'SCOPE from the environment');

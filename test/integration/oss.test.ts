@@ -181,7 +181,8 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
 
     await proxy.setMode('blackhole');
     const t0 = Date.now();
-    const pending = call('Mount', { Name: 'flaky', ID: ID(1) });
+    let mountSettled = false;
+    const pending = call('Mount', { Name: 'flaky', ID: ID(1) }).finally(() => (mountSettled = true));
     const slowest: number[] = [];
     while (Date.now() - t0 < 3000) {
       const c0 = performance.now();
@@ -191,12 +192,16 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
       slowest.push(performance.now() - c0);
       await new Promise((r) => setTimeout(r, 100));
     }
+    // Answered while the Mount was still waiting on the backend (its deadline is 6 s): an order,
+    // which load cannot blur; the time bound is only a loose one.
+    const answeredWhileMounting = !mountSettled;
     let r = await pending;
     const took = Date.now() - t0;
     t.diagnostic(`blackholed: Mount failed after ${took} ms; Get+List+Path meanwhile took at most ${Math.max(...slowest).toFixed(1)} ms`);
     assert.match(String(r.json.Err), /volume flaky: mounting bucket bucket-one at .* failed: s3fs did not finish mounting within 6 s/);
     assert.ok(took < 6000 + 4000, `Mount took ${took} ms`);
-    assert.ok(Math.max(...slowest) < 250, `Get/List/Path waited on the backend: ${Math.max(...slowest)} ms`);
+    assert.ok(answeredWhileMounting, `Get/List/Path waited on the backend: ${Math.max(...slowest)} ms`);
+    assert.ok(Math.max(...slowest) < 1000, `Get/List/Path took ${Math.max(...slowest)} ms`);
     assert.equal(await fuseMountAt(path.join(plugin.mountRoot, 'flaky')), undefined, 'nothing left mounted');
 
     await proxy.setMode('down');
