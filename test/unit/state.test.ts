@@ -152,8 +152,16 @@ describe('per-volume serialisation', () => {
 
   it('runs calls on different keys side by side', async () => {
     const m = new KeyedMutex();
-    const started = Date.now();
-    await Promise.all(['a', 'b', 'c', 'd'].map((k) => m.run(k, () => sleep(100))));
-    assert.ok(Date.now() - started < 300, 'different keys were serialised');
+    const order: string[] = [];
+    await Promise.all(
+      ['a', 'b', 'c', 'd'].map((k) =>
+        m.run(k, async () => {
+          order.push(`${k} start`);
+          await sleep(50);
+          order.push(`${k} end`);
+        }),
+      ),
+    );
+    assert.deepEqual(order.slice(0, 4), ['a start', 'b start', 'c start', 'd start'], 'different keys were serialised');
   });
 });
