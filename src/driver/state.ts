@@ -4,54 +4,108 @@
 // One durable operation must cost the same whatever the number of volumes, so a change is not a
 // rewrite of everything: it is one line appended to a journal (`state.journal`) and an fdatasync.
 // The whole state is a lowdb snapshot (`state.json`, written atomically by AtomicJsonFile), made
-// again when the journal has grown larger than the snapshot (and at least 1 MiB), and at every
-// start. Loading is the snapshot with the journal replayed over it; a last line cut short by a
-// crash was never acknowledged and is dropped. Both files are 0600.
+// again when the journal has grown larger than the snapshot (and at least 1 MiB), at a clean stop,
+// and at a start that found a journal. Loading is the snapshot with the journal replayed over it.
+// Both files are 0600.
+//
+// The state filesystem fills up for real (disk images live beside it), so a write can fail
+// half-way. A failed write must leave no trace: a change is visible in memory only once it is on
+// disk, and the journal is written at a known offset and cut back to it when a write fails, so the
+// next line never lands after half a line, and no line of a refused change is ever replayed. A
+// start needs no free space: the snapshot is rewritten only when it can be, and the journal alone
+// is a complete record.
+import { constants } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Low } from 'lowdb';
 import { ensureDir } from '../host/files.js';
 import { AtomicJsonFile } from './atomic-json-file.js';
 
+/** One volume as the driver knows it. Records are never changed: a change is a new record. */
 export interface VolumeRecord {
-  name: string;
+  readonly name: string;
   /** RFC 3339 */
-  createdAt: string;
+  readonly createdAt: string;
   /** Normalised options, secrets included: these files are root-only. */
-  options: Record<string, string>;
-  /** Mount ID -> how many times Docker mounted with that ID and has not yet unmounted. */
-  mounts: Record<string, number>;
+  readonly options: Readonly<Record<string, string>>;
+  /**
+   * Mount ID -> how many times Docker mounted with that ID and has not yet unmounted. A Map, not
+   * an object: IDs come from the caller, and `__proto__` or `constructor` must be plain keys.
+   */
+  readonly mounts: ReadonlyMap<string, number>;
   /** Whether ossnas believes the backend is mounted at the mountpoint. */
-  mounted: boolean;
-  lastError?: { message: string; at: string };
+  readonly mounted: boolean;
+  readonly lastError?: { readonly message: string; readonly at: string };
   /** When Status's health (ok, idle, error) last changed; RFC 3339. Absent: since createdAt. */
-  since?: string;
+  readonly since?: string;
+}
+
+/** A record as the files hold it (`mounts` as a JSON object). */
+export interface StoredRecord extends Omit<VolumeRecord, 'mounts'> {
+  mounts: Record<string, number>;
 }
 
 export interface StateData {
   version: 1;
-  volumes: Record<string, VolumeRecord>;
+  volumes: Record<string, StoredRecord>;
 }
 
 export const STATE_FILE = 'state.json';
 export const JOURNAL_FILE = 'state.journal';
 const MIN_COMPACT_BYTES = 1 << 20;
+/** After a snapshot could not be written (a full filesystem), how long until the next try. */
+const COMPACT_RETRY_MS = 60_000;
 
 /** One journal line: the volume's whole record after the change, or null once it is removed. */
 interface JournalEntry {
   n: string;
-  r: VolumeRecord | null;
+  r: StoredRecord | null;
 }
 
+/** A change that could not be made durable; nothing of it was kept, in memory or on disk. */
+export class StateWriteError extends Error {
+  constructor(
+    readonly code: string | undefined,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Told of what the store could not do but survived (a snapshot not written, a damaged journal line skipped). */
+export type StateWarn = (fields: Record<string, unknown>, message: string) => void;
+
+export interface StateOptions {
+  warn?: StateWarn;
+  /** Opens the journal for reading and writing; tests give one that fails as a full disk does. */
+  openJournal?: (file: string) => Promise<FileHandle>;
+}
+
+// O_APPEND would ignore the offsets every write gives.
+const openJournalFile = (file: string) => open(file, constants.O_RDWR | constants.O_CREAT, 0o600);
+
 export interface StateStore {
-  /** Mutated in place by the driver; `save` makes a change durable. */
-  readonly data: StateData;
-  /** Records the current state of each named volume durably; resolves once it is on disk. */
-  save(...names: string[]): Promise<void>;
+  /** The volumes as the last acknowledged change left them. */
+  readonly volumes: ReadonlyMap<string, VolumeRecord>;
+  /**
+   * Makes `record` (null: the volume is removed) durable, then visible in `volumes`. On failure it
+   * throws StateWriteError, and neither memory nor disk holds any part of the change.
+   */
+  put(name: string, record: VolumeRecord | null): Promise<void>;
   /** Waits for every write queued so far. */
   flush(): Promise<void>;
   /** Writes a new snapshot and empties the journal, so that nothing older survives on disk. */
   compact(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function toStored(r: VolumeRecord): StoredRecord {
+  // fromEntries defines own properties, so an ID named __proto__ stays an ordinary key.
+  return { ...r, options: { ...r.options }, mounts: Object.fromEntries(r.mounts) };
+}
+
+export function fromStored(r: StoredRecord): VolumeRecord {
+  return { ...r, mounts: new Map(Object.entries(r.mounts ?? {})) };
 }
 
 function checkFormat(data: StateData, stateDir: string): void {
@@ -60,21 +114,60 @@ function checkFormat(data: StateData, stateDir: string): void {
   }
 }
 
-/** Applies the journal's complete lines to `data`; returns how many were applied. */
-export function replayJournal(data: StateData, text: string, file: string): number {
-  const lines = text.split('\n');
-  lines.pop(); // after the last newline: empty, or a line a crash cut short (never acknowledged)
+function isEntry(e: unknown): e is JournalEntry {
+  return typeof e === 'object' && e !== null && typeof (e as JournalEntry).n === 'string' && 'r' in e;
+}
+
+function parseEntry(text: string): JournalEntry | undefined {
+  try {
+    const e: unknown = JSON.parse(text);
+    return isEntry(e) ? e : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A line that is not one entry. Versions before 0.2 appended after half a line left by a failed
+ * write, so a damaged line can hold acknowledged entries after the broken start: each `{"n":`
+ * (which only begins an entry: inside a JSON string its quotes are escaped) is tried in turn.
+ */
+function salvage(line: string): JournalEntry | undefined {
+  for (let at = line.indexOf('{"n":', 1); at > 0; at = line.indexOf('{"n":', at + 1)) {
+    const e = parseEntry(line.slice(at));
+    if (e) return e;
+  }
+  return undefined;
+}
+
+export interface Replay {
+  /** Lines applied. */
+  applied: number;
+  /** Bytes of whole lines: where the next line goes. A last line a crash cut short is not counted. */
+  validBytes: number;
+  /** 1-based numbers of damaged lines, with what was recovered from each. */
+  damaged: Array<{ line: number; recovered: boolean }>;
+}
+
+/** Applies the journal's complete lines to `volumes`. */
+export function replayJournal(volumes: Record<string, StoredRecord>, text: string): Replay {
+  const replay: Replay = { applied: 0, validBytes: 0, damaged: [] };
+  const end = text.lastIndexOf('\n') + 1; // after it: empty, or a line cut short (never acknowledged)
+  const lines = text.slice(0, end).split('\n');
+  lines.pop();
   lines.forEach((line, i) => {
-    let e: JournalEntry;
-    try {
-      e = JSON.parse(line) as JournalEntry;
-    } catch (err) {
-      throw new Error(`state journal ${file} line ${i + 1} is not valid JSON (${(err as Error).message.slice(0, 60)}); it was left untouched`);
+    let e = parseEntry(line);
+    if (!e) {
+      e = salvage(line);
+      replay.damaged.push({ line: i + 1, recovered: !!e });
+      if (!e) return;
     }
-    if (e.r === null) delete data.volumes[e.n];
-    else data.volumes[e.n] = e.r;
+    if (e.r === null) delete volumes[e.n];
+    else volumes[e.n] = e.r;
+    replay.applied++;
   });
-  return lines.length;
+  replay.validBytes = Buffer.byteLength(text.slice(0, end));
+  return replay;
 }
 
 async function readJournal(file: string): Promise<string> {
@@ -84,113 +177,227 @@ async function readJournal(file: string): Promise<string> {
   });
 }
 
-/** The state as the last acknowledged operation left it, read without changing any file. */
-export async function loadState(stateDir: string): Promise<StateData> {
+async function readSnapshot(stateDir: string): Promise<Low<StateData>> {
   const snapshot = new Low<StateData>(new AtomicJsonFile(path.join(stateDir, STATE_FILE)), { version: 1, volumes: {} });
   await snapshot.read();
   checkFormat(snapshot.data, stateDir);
-  const journal = path.join(stateDir, JOURNAL_FILE);
-  replayJournal(snapshot.data, await readJournal(journal), journal);
+  // Own properties only, whatever the names: a volume named like an Object.prototype member is a volume.
+  snapshot.data.volumes = Object.assign(Object.create(null) as Record<string, StoredRecord>, snapshot.data.volumes);
+  return snapshot;
+}
+
+/** The state as the last acknowledged operation left it (as the files hold it), read without changing any file. */
+export async function loadState(stateDir: string): Promise<StateData> {
+  const snapshot = await readSnapshot(stateDir);
+  replayJournal(snapshot.data.volumes, await readJournal(path.join(stateDir, JOURNAL_FILE)));
   return snapshot.data;
 }
 
+/** What an error of the filesystem means for an operator. */
+function describeWriteError(err: unknown, file: string): StateWriteError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? 'the state filesystem is full'
+      : code === 'EROFS'
+        ? 'the state filesystem is read-only'
+        : code === 'EIO'
+          ? 'the state filesystem reported an I/O error'
+          : (err as Error).message;
+  return new StateWriteError(code, `the change could not be saved: ${why} (${code ?? 'error'} writing ${file}); nothing was changed`);
+}
+
 class JournaledState implements StateStore {
-  private pending: string[] = [];
-  private waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
+  private readonly records: Map<string, VolumeRecord>;
+  private queue: Array<{ line: string; apply: () => void; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private compactWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
   private draining: Promise<void> | undefined;
-  private journalBytes = 0;
-  private compactWanted = false;
+  /** Bytes of acknowledged lines: where the next write goes. */
+  private journalBytes: number;
+  /** A failed write may have left bytes after journalBytes: cut them before writing again. */
+  private tailDirty = false;
   private snapshotBytes = 0;
+  private compactWanted = false;
+  private compactFailedAt = -Infinity;
 
   constructor(
     private readonly snapshot: Low<StateData>,
     private readonly journal: FileHandle,
-  ) {}
-
-  get data(): StateData {
-    return this.snapshot.data;
+    private readonly journalFile: string,
+    validBytes: number,
+    private readonly warn: StateWarn,
+  ) {
+    this.records = new Map(Object.entries(snapshot.data.volumes).map(([n, r]) => [n, fromStored(r)]));
+    this.journalBytes = validBytes;
+    this.snapshotBytes = Buffer.byteLength(JSON.stringify(snapshot.data));
   }
 
-  save(...names: string[]): Promise<void> {
-    // The record as it is now: later changes are saved by their own call.
-    for (const n of names) this.pending.push(`${JSON.stringify({ n, r: this.data.volumes[n] ?? null })}\n`);
-    const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    this.draining ??= this.drain();
-    return done;
+  get volumes(): ReadonlyMap<string, VolumeRecord> {
+    return this.records;
+  }
+
+  put(name: string, record: VolumeRecord | null): Promise<void> {
+    const entry: JournalEntry = { n: name, r: record && toStored(record) };
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({
+        line: `${JSON.stringify(entry)}\n`,
+        apply: () => (record ? this.records.set(name, record) : this.records.delete(name)),
+        resolve,
+        reject,
+      });
+      this.draining ??= this.drain();
+    });
   }
 
   async flush(): Promise<void> {
     while (this.draining) await this.draining;
   }
 
+  /** Queued like a put, so that no append runs while the snapshot is taken and the journal emptied. */
+  compact(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.compactWaiters.push({ resolve, reject });
+      this.draining ??= this.drain();
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.journal.close();
+  }
+
   /**
-   * Appends what is pending, in batches: callers that arrive during a sync share the next one.
-   * `draining` is cleared with no await between the last check for waiters and the clearing, so a
-   * save() either finds a drain that will take its line or starts one.
+   * Writes what is queued, in batches: callers that arrive during a sync share the next one.
+   * `draining` is cleared with no await between the last check for work and the clearing, so a
+   * put() either finds a drain that will take its line or starts one.
    */
   private async drain(): Promise<void> {
     await Promise.resolve(); // let the caller store this promise in `draining` first
-    while (this.waiters.length > 0) {
-      const lines = this.pending.join('');
-      const waiters = this.waiters;
-      this.pending = [];
-      this.waiters = [];
-      try {
-        if (lines) {
-          await this.journal.appendFile(lines);
-          await this.journal.datasync();
-          this.journalBytes += Buffer.byteLength(lines);
+    while (this.queue.length > 0 || this.compactWaiters.length > 0) {
+      const batch = this.queue;
+      this.queue = [];
+      if (batch.length > 0) {
+        try {
+          await this.append(batch.map((b) => b.line).join(''));
+          for (const b of batch) b.apply();
+          for (const b of batch) b.resolve();
+        } catch (err) {
+          for (const b of batch) b.reject(err);
         }
-        if (this.compactWanted || this.journalBytes > Math.max(MIN_COMPACT_BYTES, this.snapshotBytes)) {
-          this.compactWanted = false;
+      }
+      const waiters = this.compactWaiters;
+      this.compactWaiters = [];
+      const wanted = this.compactWanted || this.journalBytes > Math.max(MIN_COMPACT_BYTES, this.snapshotBytes);
+      if (waiters.length > 0 || (wanted && performance.now() - this.compactFailedAt > COMPACT_RETRY_MS)) {
+        try {
           await this.compactNow();
+          this.compactWanted = false;
+          for (const w of waiters) w.resolve();
+        } catch (err) {
+          // The journal still holds everything: only the snapshot is older. Tried again later.
+          this.compactFailedAt = performance.now();
+          this.compactWanted = waiters.length > 0 || this.compactWanted;
+          if (waiters.length === 0) this.warn({ err: (err as Error).message }, 'state snapshot not written; the journal keeps every change');
+          for (const w of waiters) w.reject(err);
         }
-        for (const w of waiters) w.resolve();
-      } catch (err) {
-        for (const w of waiters) w.reject(err);
       }
     }
     this.draining = undefined;
   }
 
-  /** Queued like a save, so that no append runs while the snapshot is taken and the journal emptied. */
-  compact(): Promise<void> {
-    this.compactWanted = true;
-    const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    this.draining ??= this.drain();
-    return done;
+  /** Writes `lines` at the end of the acknowledged journal; on any failure, cuts the journal back. */
+  private async append(lines: string): Promise<void> {
+    const data = Buffer.from(lines);
+    try {
+      if (this.tailDirty) {
+        await this.journal.truncate(this.journalBytes);
+        this.tailDirty = false;
+      }
+      this.tailDirty = true;
+      let written = 0;
+      while (written < data.length) {
+        const { bytesWritten } = await this.journal.write(data, written, data.length - written, this.journalBytes + written);
+        written += bytesWritten;
+      }
+      await this.journal.datasync();
+      this.tailDirty = false;
+      this.journalBytes += data.length;
+    } catch (err) {
+      // Shrinking needs no space: this normally works even on a full filesystem. If it does not,
+      // tailDirty stays set and the next write tries again before anything is appended.
+      await this.journal
+        .truncate(this.journalBytes)
+        .then(() => (this.tailDirty = false))
+        .catch(() => undefined);
+      throw describeWriteError(err, this.journalFile);
+    }
   }
 
   /** A new snapshot of everything, then an empty journal. Runs only between appends. */
   private async compactNow(): Promise<void> {
+    this.snapshot.data = {
+      version: 1,
+      volumes: Object.fromEntries([...this.records].map(([n, r]) => [n, toStored(r)])),
+    };
     await this.snapshot.write();
-    this.snapshotBytes = Buffer.byteLength(JSON.stringify(this.data));
+    this.snapshotBytes = Buffer.byteLength(JSON.stringify(this.snapshot.data));
     await this.journal.truncate(0);
     await this.journal.sync();
     this.journalBytes = 0;
+    this.tailDirty = false;
   }
 }
 
-/** Loads the state and starts it afresh: a new snapshot, an empty journal. */
-export async function openState(stateDir: string): Promise<StateStore> {
+/**
+ * Loads the state (snapshot and journal) and opens the journal for writing. Needs no free space:
+ * a torn last line is cut off (shrinking a file), and a new snapshot is only attempted, when a
+ * journal was found, after which the journal is emptied.
+ */
+export async function openState(stateDir: string, opts: StateOptions = {}): Promise<StateStore> {
+  const warn = opts.warn ?? (() => undefined);
   await ensureDir(stateDir, 0o700);
-  const snapshot = new Low<StateData>(new AtomicJsonFile(path.join(stateDir, STATE_FILE)), { version: 1, volumes: {} });
-  await snapshot.read();
-  checkFormat(snapshot.data, stateDir);
+  const snapshot = await readSnapshot(stateDir);
   const journalFile = path.join(stateDir, JOURNAL_FILE);
-  replayJournal(snapshot.data, await readJournal(journalFile), journalFile);
-  const journal = await open(journalFile, 'a', 0o600);
-  const dir = await open(stateDir, 'r');
-  try {
-    await dir.sync(); // the journal's directory entry, if it was just created
-  } finally {
-    await dir.close();
+  const text = await readJournal(journalFile);
+  const replay = replayJournal(snapshot.data.volumes, text);
+  for (const d of replay.damaged) {
+    warn(
+      { journal: journalFile, line: d.line },
+      d.recovered
+        ? 'damaged state journal line (a write that failed half-way, before version 0.2): the entry after the damage was recovered'
+        : 'damaged state journal line skipped: it held no complete entry',
+    );
   }
-  const store = new JournaledState(snapshot, journal);
-  await store.compact();
+  const journal = await (opts.openJournal ?? openJournalFile)(journalFile);
+  try {
+    const stats = await journal.stat();
+    if (stats.size > replay.validBytes) await journal.truncate(replay.validBytes);
+    const dir = await open(stateDir, 'r');
+    try {
+      await dir.sync(); // the journal's directory entry, if it was just created
+    } finally {
+      await dir.close();
+    }
+  } catch (err) {
+    await journal.close();
+    throw err;
+  }
+  const store = new JournaledState(snapshot, journal, journalFile, replay.validBytes, warn);
+  if (replay.validBytes > 0) {
+    await store.compact().catch((err: Error) =>
+      warn({ err: err.message }, 'state snapshot not written at start (is the state filesystem full?); the journal keeps every change'),
+    );
+  }
   return store;
 }
 
+/** References held over all mount IDs. */
+export function countRefs(mounts: ReadonlyMap<string, number>): number {
+  let n = 0;
+  for (const c of mounts.values()) n += c;
+  return n;
+}
+
 export function refCount(v: VolumeRecord): number {
-  return Object.values(v.mounts).reduce((a, b) => a + b, 0);
+  return countRefs(v.mounts);
 }
