@@ -8,6 +8,13 @@ import path from 'node:path';
 
 export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
+/** When each request reached the socket (performance.now()): a call's deadline counts from there, waiting for the app included. */
+const arrivals = new WeakMap<http.IncomingMessage, number>();
+
+export function arrivalOf(req: http.IncomingMessage): number {
+  return arrivals.get(req) ?? performance.now();
+}
+
 /** Removes a stale socket file left by an earlier run; refuses to delete anything else. */
 async function clearStaleSocket(socket: string): Promise<void> {
   try {
@@ -23,6 +30,7 @@ export async function listen(socket: string, handler: Promise<RequestHandler>): 
   await mkdir(path.dirname(socket), { recursive: true, mode: 0o755 });
   await clearStaleSocket(socket);
   const server = http.createServer((req, res) => {
+    arrivals.set(req, performance.now());
     handler.then(
       (h) => h(req, res),
       (err: unknown) => {

@@ -4,9 +4,10 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
 import getRawBody from 'raw-body';
+import { arrivalOf } from './listen.js';
 import { z } from 'zod';
 import { VolumeError } from '../driver/errors.js';
-import type { VolumeDriver, VolumeInfo } from '../driver/driver.js';
+import type { Call, VolumeDriverProtocol, VolumeInfo } from '../driver/protocol.js';
 import type { Logger } from '../log.js';
 
 export const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
@@ -66,7 +67,15 @@ async function parse<T>(ctx: Koa.Context, schema: z.ZodType<T>): Promise<T> {
   return result.data;
 }
 
-export function createRouter(ready: Promise<VolumeDriver>): Router {
+/**
+ * The call as the driver sees it: when it arrived (set by protocolMiddleware), and a signal that
+ * aborts if the caller hangs up before the answer is sent (Docker gave up on it).
+ */
+function callOf(ctx: Koa.Context): Call {
+  return ctx.state.call as Call;
+}
+
+export function createRouter(ready: Promise<VolumeDriverProtocol>): Router {
   const router = new Router();
 
   router.post('/Plugin.Activate', async (ctx) => {
@@ -77,27 +86,27 @@ export function createRouter(ready: Promise<VolumeDriver>): Router {
   router.post('/VolumeDriver.Create', async (ctx) => {
     const req = await parse(ctx, CreateReq);
     ctx.state.volume = req.Name;
-    await (await ready).create(req.Name, req.Opts);
+    await (await ready).create(req.Name, req.Opts, callOf(ctx));
     ctx.body = { Err: '' };
   });
 
   router.post('/VolumeDriver.Remove', async (ctx) => {
     const req = await parse(ctx, NameReq);
     ctx.state.volume = req.Name;
-    await (await ready).remove(req.Name);
+    await (await ready).remove(req.Name, callOf(ctx));
     ctx.body = { Err: '' };
   });
 
   router.post('/VolumeDriver.Mount', async (ctx) => {
     const req = await parse(ctx, MountReq);
     ctx.state.volume = req.Name;
-    ctx.body = { Mountpoint: await (await ready).mount(req.Name, req.ID), Err: '' };
+    ctx.body = { Mountpoint: await (await ready).mount(req.Name, req.ID, callOf(ctx)), Err: '' };
   });
 
   router.post('/VolumeDriver.Unmount', async (ctx) => {
     const req = await parse(ctx, MountReq);
     ctx.state.volume = req.Name;
-    await (await ready).unmount(req.Name, req.ID);
+    await (await ready).unmount(req.Name, req.ID, callOf(ctx));
     ctx.body = { Err: '' };
   });
 
@@ -145,6 +154,12 @@ export type CallObserver = (call: string, status: number, seconds: number) => vo
 export function protocolMiddleware(log: Logger, observe?: CallObserver): Koa.Middleware {
   return async (ctx, next) => {
     const started = process.hrtime.bigint();
+    const hungUp = new AbortController();
+    // 'close' before the answer is written: the caller went away (Docker's own deadline passed).
+    ctx.res.once('close', () => {
+      if (!ctx.res.writableFinished) hungUp.abort();
+    });
+    ctx.state.call = { arrivedAt: arrivalOf(ctx.req), signal: hungUp.signal } satisfies Call;
     try {
       await next();
       if (ctx.body === undefined) {

@@ -1,10 +1,10 @@
 // The Koa application that serves the plugin protocol.
 import Koa from 'koa';
-import type { VolumeDriver } from '../driver/driver.js';
+import type { VolumeDriverProtocol } from '../driver/protocol.js';
 import type { Logger } from '../log.js';
 import { createRouter, protocolMiddleware, type CallObserver } from './routes.js';
 
-export function createApp(ready: Promise<VolumeDriver>, log: Logger, observe?: CallObserver): Koa {
+export function createApp(ready: Promise<VolumeDriverProtocol>, log: Logger, observe?: CallObserver): Koa {
   const app = new Koa();
   app.silent = true; // errors are answered and logged by protocolMiddleware
   app.use(protocolMiddleware(log, observe));

@@ -1,4 +1,5 @@
 // What every volume type provides to the driver. A backend knows nothing of HTTP or of state.
+import type { Deadline } from '../host/deadline.js';
 import type { HostNamespace } from '../host/hostns.js';
 import type { Logger } from '../log.js';
 import type { Settings } from '../settings.js';
@@ -28,12 +29,23 @@ export interface Backend {
   parse(options: Record<string, string>): VolumeOptions;
   /** Checks that need the plugin's surroundings (a credentials profile exists). Runs at Create. */
   check(options: VolumeOptions, ctx: BackendContext): Promise<void>;
+  /**
+   * What this volume needs for itself alone, if anything (a block device): Create refuses a second
+   * volume with the same answer, so that two volumes never format or mount one device.
+   */
+  exclusiveUse?(options: VolumeOptions): string | undefined;
   /** Where the data lives, for Status; never a secret. */
   describe(options: VolumeOptions): Record<string, unknown>;
-  /** Mounts the volume at `target` (an existing empty directory) within the mount deadline. */
-  mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
-  /** Undoes mount. Throws if the mount is still in place afterwards. */
-  unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
+  /**
+   * Mounts the volume at `target` (an existing empty directory) before `deadline`, cleaning up
+   * included: on failure nothing is left mounted or running.
+   */
+  mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void>;
+  /**
+   * Undoes mount, before `deadline`. Called only when no reference is left. Throws if the mount is
+   * still in place afterwards.
+   */
+  unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void>;
   /**
    * Takes charge of a mount that serves but was made by an earlier plugin process (found at
    * restore), e.g. to notice when its FUSE client exits.

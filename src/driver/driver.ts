@@ -1,16 +1,22 @@
-// The volume lifecycle: Create/Remove/Mount/Unmount/Path/Get/List/Capabilities, with mount
-// reference counting by Docker's mount ID, persisted, and one call at a time per volume.
+// The set of volumes: names, one call at a time per volume, reference counts by Docker's mount ID,
+// and state. What a volume's mount is doing (absent, serving, unresponsive, dead) is volume.ts's
+// question; start-up and retries are restore.ts's.
+//
+// Every change is made to a new record, which becomes the driver's only once the state store
+// has it on disk: a change that cannot be saved changes nothing, and a call that fails leaves
+// nothing half-done (a mount made for a reference that could not be recorded is undone).
 import path from 'node:path';
 import {
   backendFor,
   BackendError,
   OptionsError,
   parseVolumeOptions,
+  type Backend,
   type BackendContext,
   type BackendRegistry,
 } from '../backends/index.js';
+import { Deadline, DeadlineExceeded } from '../host/deadline.js';
 import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
-import { lazyUnmount } from '../host/unmount.js';
 import { openHostNamespace } from '../host/hostns.js';
 import { isMountpoint, readMounts } from '../host/mountinfo.js';
 import { mountUsers, MountUsersUnknown } from '../host/mount-users.js';
@@ -21,22 +27,18 @@ import type { Settings } from '../settings.js';
 import { VolumeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { validateVolumeName } from './names.js';
-import { openState, refCount, type StateStore, type VolumeRecord } from './state.js';
+import type { Call, VolumeDriverProtocol, VolumeInfo } from './protocol.js';
+import { restore, RetrySchedule, type RepairOutcome, type Restorable, type RestoreReport } from './restore.js';
+import { countRefs, openState, refCount, StateWriteError, type StateOptions, type StateStore, type VolumeRecord } from './state.js';
+import { VolumeMount, type MountHost } from './volume.js';
 
-export interface VolumeInfo {
-  Name: string;
-  Mountpoint: string;
-  CreatedAt: string;
-  Status?: Record<string, unknown>;
-}
+export type { VolumeInfo } from './protocol.js';
+export type { RestoreReport } from './restore.js';
 
 /** What the driver asks of the host; tests give a double that agrees with their fake backend. */
-export interface DriverHost {
-  isMountpoint(path: string): Promise<boolean>;
+export interface DriverHost extends MountHost {
   /** Every mount point in our mount table, read once. */
   mountpoints(): Promise<Set<string>>;
-  /** undefined when the mount at path serves, else why not. */
-  probe(path: string): Promise<string | undefined>;
   /** Size and use of the filesystem at path; undefined when it does not answer at once. */
   usage(path: string): Promise<Usage | undefined>;
   /** Mounts of the filesystem at `path` outside the directories in `ours` (containers holding it). */
@@ -52,28 +54,21 @@ export interface Census {
   refs: number;
 }
 
-/** What a restore after start found, by volume name. */
-export interface RestoreReport {
-  adopted: string[];
-  remounted: string[];
-  failed: string[];
-  /** Mounted, but no container holds them: left by a crash between a mount and its record. */
-  released: string[];
-  ms: number;
-}
-
 /** Stands for "some container may hold it" when the mount table of every namespace cannot be read. */
 const UNKNOWN_USERS = 'unknown';
 
-/** Backoff for repairs that failed: 2 s, 4 s, ... up to a minute. */
-const FIRST_RETRY_MS = 2000;
-const MAX_RETRY_MS = 60_000;
+/** For undoing what a call did after its caller left (its own deadline may be used up by then). */
+const UNDO_MS = 30_000;
 
-export class VolumeDriver {
+/** A call with nobody waiting on it: restore, repairs, tests. */
+function internalCall(): Call {
+  return { arrivedAt: performance.now(), signal: new AbortController().signal };
+}
+
+export class VolumeDriver implements VolumeDriverProtocol, Restorable {
   private readonly lock = new KeyedMutex();
   private readonly ctx: BackendContext;
-  private readonly retries = new Set<NodeJS.Timeout>();
-  private closed = false;
+  private readonly retries: RetrySchedule;
   /**
    * Status's view of each volume's options. Options never change after Create, and Docker calls
    * Get before every mount, unmount and inspect: parsing them again each time was a third of Get.
@@ -81,6 +76,8 @@ export class VolumeDriver {
   private readonly described = new WeakMap<VolumeRecord['options'], Record<string, unknown>>();
   /** List's answer, rebuilt after a Create or Remove (the only changes it shows). */
   private listed: readonly VolumeInfo[] | undefined;
+  /** What Creates in flight claimed for themselves alone (see claimExclusive), by what -> volume. */
+  private readonly claims = new Map<string, string>();
 
   private constructor(
     private readonly settings: Settings,
@@ -97,6 +94,7 @@ export class VolumeDriver {
         log.info({ hostPid: pid ?? 'own' }, pid ? `kernel mounts go to the mount namespace of PID ${pid}` : 'kernel mounts are made in our own (host) namespace'),
       ),
     };
+    this.retries = new RetrySchedule((name) => void this.repair(name));
   }
 
   static async open(
@@ -110,10 +108,14 @@ export class VolumeDriver {
       usage: usageOf,
       mountUsers,
     },
+    stateOptions: StateOptions = {},
   ): Promise<VolumeDriver> {
-    const db = await openState(settings.stateDir);
-    await ensureDir(settings.mountRoot, 0o755);
-    await ensureDir(settings.runDir, 0o700);
+    const db = await openState(settings.stateDir, { warn: (fields, message) => log.warn(fields, message), ...stateOptions });
+    // Directories that a full state filesystem may not let us create: only needed by mounts,
+    // which then fail with the reason, while Get and List are answered.
+    for (const [dir, mode] of [[settings.mountRoot, 0o755], [settings.runDir, 0o700]] as const) {
+      await ensureDir(dir, mode).catch((err: Error) => log.warn({ dir, err: err.message }, 'directory not created; mounts need it'));
+    }
     return new VolumeDriver(settings, backends, db, log, host);
   }
 
@@ -122,7 +124,7 @@ export class VolumeDriver {
   }
 
   private find(name: string): VolumeRecord | undefined {
-    return Object.hasOwn(this.db.data.volumes, name) ? this.db.data.volumes[name] : undefined;
+    return this.db.volumes.get(name);
   }
 
   private require(name: string): VolumeRecord {
@@ -131,7 +133,41 @@ export class VolumeDriver {
     return v;
   }
 
-  async create(name: unknown, opts: Record<string, string> | null | undefined): Promise<void> {
+  private backendOf(v: VolumeRecord): Backend {
+    return backendFor(this.backends, v.options);
+  }
+
+  private volumeMount(v: VolumeRecord): VolumeMount {
+    return new VolumeMount(v.name, v.options, this.mountpoint(v.name), this.backendOf(v), this.ctx, this.host);
+  }
+
+  /** The call's deadline: OSSNAS_MOUNT_TIMEOUT from its arrival. */
+  private deadlineOf(call: Call): Deadline {
+    return Deadline.after(this.settings.mountTimeoutMs, call.arrivedAt);
+  }
+
+  /**
+   * Runs `fn` under the volume's lock once earlier calls on it are done, if the call's deadline
+   * has not passed meanwhile: a call queued behind a slow Mount must still answer in time.
+   */
+  private locked<T>(volume: string, deadline: Deadline, fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(volume, async () => {
+      deadline.check(`earlier calls on volume ${volume} finished`);
+      return fn();
+    });
+  }
+
+  /** Saves a new record (null: the volume is gone) and makes it the driver's; a failure changes nothing. */
+  private async commit(name: string, next: VolumeRecord | null): Promise<void> {
+    try {
+      await this.db.put(name, next);
+    } catch (err) {
+      if (err instanceof StateWriteError) throw new VolumeError('state', `volume ${name}: ${err.message}`);
+      throw err;
+    }
+  }
+
+  async create(name: unknown, opts: Record<string, string> | null | undefined, call: Call = internalCall()): Promise<void> {
     const volume = validateVolumeName(name);
     let parsed;
     try {
@@ -141,7 +177,8 @@ export class VolumeDriver {
       throw err;
     }
     const { backend, options } = parsed;
-    await this.lock.run(volume, async () => {
+    const deadline = this.deadlineOf(call);
+    await this.locked(volume, deadline, async () => {
       const existing = this.find(volume);
       if (existing) {
         const differing = differentKeys(existing.options, options);
@@ -152,38 +189,56 @@ export class VolumeDriver {
             `remove it first to change them`,
         );
       }
+      // Claimed before the checks: Creates of other names run side by side with this one.
+      const release = this.claimExclusive(volume, backend, options);
       try {
-        await backend.check(options, this.ctx);
-      } catch (err) {
-        if (err instanceof OptionsError || err instanceof BackendError) {
-          throw new VolumeError('invalid', `volume ${volume}: ${err.message}`);
+        try {
+          await backend.check(options, this.ctx);
+        } catch (err) {
+          if (err instanceof OptionsError || err instanceof BackendError) {
+            throw new VolumeError('invalid', `volume ${volume}: ${err.message}`);
+          }
+          throw err;
         }
-        throw err;
+        await this.commit(volume, { name: volume, createdAt: new Date().toISOString(), options, mounts: new Map(), mounted: false });
+      } finally {
+        release();
       }
-      this.db.data.volumes[volume] = {
-        name: volume,
-        createdAt: new Date().toISOString(),
-        options,
-        mounts: {},
-        mounted: false,
-      };
       this.listed = undefined;
-      await this.db.save(volume);
       this.log.info({ volume, type: backend.type }, 'volume created');
     });
   }
 
-  async remove(name: unknown): Promise<void> {
+  /**
+   * Refuses a volume that would share what must be its own (a block device) with another volume,
+   * recorded or being created. Returns the claim to drop once the record holds it (or Create failed).
+   */
+  private claimExclusive(volume: string, backend: Backend, options: Record<string, string>): () => void {
+    const mine = backend.exclusiveUse?.(options);
+    if (!mine) return () => undefined;
+    const refuse = (other: string) =>
+      new VolumeError('conflict', `volume ${volume}: ${mine} is already used by volume ${other}; two volumes on one device would format and mount it twice`);
+    const claimant = this.claims.get(mine);
+    if (claimant !== undefined && claimant !== volume) throw refuse(claimant);
+    for (const other of this.db.volumes.values()) {
+      if (other.name !== volume && other.options.type === backend.type && backend.exclusiveUse?.(other.options) === mine) throw refuse(other.name);
+    }
+    this.claims.set(mine, volume);
+    return () => this.claims.delete(mine);
+  }
+
+  async remove(name: unknown, call: Call = internalCall()): Promise<void> {
     const volume = validateVolumeName(name);
-    await this.lock.run(volume, async () => {
+    const deadline = this.deadlineOf(call);
+    await this.locked(volume, deadline, async () => {
       const v = this.require(volume);
       const refs = refCount(v);
-      const target = this.mountpoint(volume);
-      if (refs > 0 || v.mounted || (await this.host.isMountpoint(target))) {
+      const vm = this.volumeMount(v);
+      if (refs > 0 || v.mounted || (await this.host.isMountpoint(vm.target))) {
         // Docker sends Remove only when no container of its own refers to the volume, so our
         // references may be stale (an Unmount lost while the plugin was down). The mount table
         // decides: a container that still holds the volume has it mounted in its namespace.
-        const users = await this.mountUsers(target);
+        const users = await this.mountUsers(vm.target);
         if (users.length > 0) {
           const where =
             users[0] === UNKNOWN_USERS
@@ -194,100 +249,135 @@ export class VolumeDriver {
             `volume ${volume} is in use (${refs} mount reference${refs === 1 ? '' : 's'}, ${where}); stop the containers using it first`,
           );
         }
-        await this.releaseStale(v, target, 'Remove');
+        if (refs > 0) this.log.warn({ volume, during: 'Remove', staleIds: [...v.mounts.keys()] }, 'references that no container holds were released');
+        if (await this.host.isMountpoint(vm.target)) await this.backendStep(v, () => vm.release(deadline), { stillMounted: true });
       }
-      // Only an empty, unmounted local directory is removed: never data in the backend.
-      const outcome = await removeEmptyMountpoint(target);
-      if (outcome === 'mounted' || outcome === 'not-empty') {
-        this.log.warn({ volume, target, outcome }, 'mountpoint directory left in place');
-      }
-      const backend = backendFor(this.backends, v.options);
-      await backend.remove?.(volume, v.options, this.ctx);
-      delete this.db.data.volumes[volume];
+      // The record goes first: a volume whose removal could not be saved keeps everything it had.
+      await this.commit(volume, null);
       this.listed = undefined;
-      await this.db.save(volume);
+      this.retries.succeeded(volume);
+      // Only an empty, unmounted local directory is removed: never data in the backend.
+      const outcome = await removeEmptyMountpoint(vm.target);
+      if (outcome === 'mounted' || outcome === 'not-empty') {
+        this.log.warn({ volume, target: vm.target, outcome }, 'mountpoint directory left in place');
+      }
+      const backend = this.backendOf(v);
+      await backend.remove?.(volume, v.options, this.ctx).catch((err: Error) =>
+        this.log.warn({ volume, err: err.message }, 'volume removed, but what the plugin kept for it was not deleted'),
+      );
       // The journal still holds the removed volume's earlier records: inline keys must not outlive it.
-      if (secretValues(v.options).length > 0) await this.db.compact();
+      if (secretValues(v.options).length > 0) {
+        await this.db.compact().catch((err: Error) =>
+          this.log.warn({ volume, err: err.message }, 'the removed volume\'s inline keys stay in the state journal until the next snapshot'),
+        );
+      }
       this.log.info({ volume }, backend.remove ? 'volume removed' : 'volume removed (backend data untouched)');
     });
   }
 
-  async mount(name: unknown, id: unknown): Promise<string> {
+  async mount(name: unknown, id: unknown, call: Call = internalCall()): Promise<string> {
     const volume = validateVolumeName(name);
     const mountId = validateMountId(id);
-    return this.lock.run(volume, async () => {
+    const deadline = this.deadlineOf(call);
+    return this.locked(volume, deadline, async () => {
       const v = this.require(volume);
-      const target = this.mountpoint(volume);
-      if (v.mounts[mountId] && (await this.mountUsers(target)).length === 0) {
+      const vm = this.volumeMount(v);
+      const mounts = new Map(v.mounts);
+      if (mounts.has(mountId) && (await this.mountUsers(vm.target)).length === 0) {
         // The same ID again while nothing holds the mount: not `docker cp` on a running container
         // (its container would hold it) but a container started again after a dockerd crash,
         // whose earlier Mount never got its Unmount. Counting it twice would keep the volume
         // mounted for ever.
-        this.log.warn({ volume, id: mountId, count: v.mounts[mountId] }, 'mount ID sent again with no Unmount; its earlier count was stale');
-        delete v.mounts[mountId];
+        this.log.warn({ volume, id: mountId, count: mounts.get(mountId) }, 'mount ID sent again with no Unmount; its earlier count was stale');
+        mounts.delete(mountId);
       }
-      // Mount for real when nobody holds it, when it is recorded but no longer there, or when
-      // it is there but no longer serves (its FUSE client died, e.g. with an earlier plugin process).
-      let needed = refCount(v) === 0 || !v.mounted || !(await this.host.isMountpoint(target));
-      if (!needed) {
-        const dead = await this.host.probe(target);
-        if (dead) this.log.warn({ volume, reason: dead }, 'mount does not serve; mounting it again');
-        needed = dead !== undefined;
+      const others = countRefs(mounts);
+      const { made, found } = await this.backendStep(v, () => vm.ensure(deadline), { held: others > 0 });
+      if (found.kind === 'unresponsive') vm.logKept(found.reason);
+      if (found.kind === 'dead') this.log.warn({ volume, reason: found.reason }, 'mount was dead; mounted it again');
+      mounts.set(mountId, (mounts.get(mountId) ?? 0) + 1);
+      const next = markMounted({ ...v, mounts }, true);
+      const undo = async (why: string) => {
+        // Nobody else holds it: a mount without a reference would stay for ever.
+        if (others === 0) await this.undoMount(vm, why);
+      };
+      if (call.signal.aborted) {
+        await undo('its caller hung up before it was ready');
+        throw callerGone(volume);
       }
-      if (needed) await this.mountBackend(v, target);
-      v.mounts[mountId] = (v.mounts[mountId] ?? 0) + 1;
-      await this.db.save(volume);
-      return target;
+      try {
+        await this.commit(volume, next);
+      } catch (err) {
+        await undo('its reference could not be saved');
+        throw err;
+      }
+      if (made) this.retries.succeeded(volume);
+      if (call.signal.aborted) {
+        // It hung up while the reference was being saved: take it back.
+        await this.forgetReference(volume, mountId);
+        throw callerGone(volume);
+      }
+      return vm.target;
     });
   }
 
-  private async mountBackend(v: VolumeRecord, target: string): Promise<void> {
-    const backend = backendFor(this.backends, v.options);
+  /** After a caller left while its reference was saved: the reference goes, and the mount if it was the last. */
+  private async forgetReference(volume: string, mountId: string): Promise<void> {
+    const v = this.find(volume);
+    const count = v?.mounts.get(mountId);
+    if (!v || count === undefined) return;
+    const mounts = new Map(v.mounts);
+    if (count > 1) mounts.set(mountId, count - 1);
+    else mounts.delete(mountId);
+    await this.commit(volume, { ...v, mounts }).catch((err: Error) =>
+      this.log.warn({ volume, err: err.message }, 'the reference of a caller that hung up could not be taken back'),
+    );
+    const now = this.find(volume);
+    if (now && refCount(now) === 0) await this.undoMount(this.volumeMount(now), 'its caller hung up');
+  }
+
+  /** Undoes a mount that no reference keeps, under the volume's lock; failures are logged (restore retries). */
+  private async undoMount(vm: VolumeMount, why: string): Promise<void> {
     try {
-      if (await this.host.isMountpoint(target)) {
-        // Something stale is there (a dead FUSE mount answers ENOTCONN even to mkdir): detach it.
-        await backend.unmount(v.name, v.options, target, this.ctx).catch(() => lazyUnmount(target));
-      }
-      await ensureDir(target, 0o755);
-      await backend.mount(v.name, v.options, target, this.ctx);
-      markMounted(v, true);
+      await vm.release(Deadline.after(UNDO_MS));
+      const v = this.find(vm.name);
+      if (v?.mounted) await this.commit(vm.name, markMounted(v, false)).catch(() => undefined);
+      this.log.info({ volume: vm.name, why }, 'mount undone');
     } catch (err) {
-      markMounted(v, false);
-      const message = await this.recordError(v, (err as Error).message);
-      if (!(err instanceof BackendError || err instanceof OptionsError)) {
-        this.log.error({ volume: v.name, err: message }, 'unexpected mount failure');
-      }
-      throw new VolumeError('backend', `volume ${v.name}: ${message}`);
+      this.log.warn({ volume: vm.name, why, err: (err as Error).message }, 'mount could not be undone; the next start releases it');
     }
   }
 
-  async unmount(name: unknown, id: unknown): Promise<void> {
+  async unmount(name: unknown, id: unknown, call: Call = internalCall()): Promise<void> {
     const volume = validateVolumeName(name);
     const mountId = validateMountId(id);
-    await this.lock.run(volume, async () => {
+    const deadline = this.deadlineOf(call);
+    await this.locked(volume, deadline, async () => {
       const v = this.find(volume);
-      const count = v?.mounts[mountId];
+      const count = v?.mounts.get(mountId);
       if (!v || count === undefined) {
         // Docker sends Unmount after failed mounts and after restarts: nothing to do is success.
         this.log.debug({ volume, id: mountId }, 'unmount of an unknown mount ID ignored');
         return;
       }
-      if (count > 1) v.mounts[mountId] = count - 1;
-      else delete v.mounts[mountId];
-      const target = this.mountpoint(volume);
-      if (refCount(v) === 0 && (v.mounted || (await this.host.isMountpoint(target)))) {
-        const backend = backendFor(this.backends, v.options);
-        try {
-          await backend.unmount(v.name, v.options, target, this.ctx);
-          markMounted(v, false);
-        } catch (err) {
-          // Still mounted: keep the reference so that state tells the truth and a retry works.
-          v.mounts[mountId] = count;
-          const message = await this.recordError(v, (err as Error).message);
-          throw new VolumeError('backend', `volume ${volume}: ${message}`);
-        }
+      const mounts = new Map(v.mounts);
+      if (count > 1) mounts.set(mountId, count - 1);
+      else mounts.delete(mountId);
+      const vm = this.volumeMount(v);
+      const last = countRefs(mounts) === 0 && (v.mounted || (await this.host.isMountpoint(vm.target)));
+      // The reference goes first: if it cannot be saved, nothing is torn down.
+      await this.commit(volume, last ? markMounted({ ...v, mounts }, false) : { ...v, mounts });
+      if (!last) return;
+      try {
+        await vm.release(deadline);
+      } catch (err) {
+        // Still mounted: the reference comes back, so that state tells the truth and a retry works.
+        const message = this.scrubbed(v, (err as Error).message);
+        await this.commit(volume, withError({ ...v }, message)).catch((e: Error) =>
+          this.log.warn({ volume, err: e.message }, 'the reference of a failed unmount could not be restored; the next start releases the mount'),
+        );
+        throw new VolumeError('backend', `volume ${volume}: ${message}`);
       }
-      await this.db.save(volume);
     });
   }
 
@@ -312,21 +402,21 @@ export class VolumeDriver {
   async inspect(name: unknown): Promise<VolumeInfo> {
     const info = this.get(name);
     const v = this.require(info.Name);
-    if (!v.mounted || !backendFor(this.backends, v.options).localFilesystem) return info;
+    if (!v.mounted || !this.backendOf(v).localFilesystem) return info;
     const usage = await this.host.usage(info.Mountpoint);
     return usage ? { ...info, Status: { ...info.Status, ...usage } } : info;
   }
 
   /** The same array until a volume is created or removed: callers must not change it. */
   list(): readonly VolumeInfo[] {
-    this.listed ??= Object.freeze(Object.values(this.db.data.volumes).map((v) => this.summary(v)));
+    this.listed ??= Object.freeze([...this.db.volumes.values()].map((v) => this.summary(v)));
     return this.listed;
   }
 
   /** What metrics report of the volumes as a whole, counted from state at the moment. */
   census(): Census {
     const c: Census = { volumes: {}, mounted: {}, health: { ok: 0, idle: 0, error: 0 }, refs: 0 };
-    for (const v of Object.values(this.db.data.volumes)) {
+    for (const v of this.db.volumes.values()) {
       const type = v.options.type ?? 'unknown';
       c.volumes[type] = (c.volumes[type] ?? 0) + 1;
       if (v.mounted) c.mounted[type] = (c.mounted[type] ?? 0) + 1;
@@ -348,32 +438,45 @@ export class VolumeDriver {
     let target = this.described.get(v.options);
     if (!target) {
       try {
-        target = backendFor(this.backends, v.options).describe(v.options);
+        target = this.backendOf(v).describe(v.options);
       } catch (err) {
         target = { error: (err as Error).message };
       }
       this.described.set(v.options, target);
     }
-    const refs = refCount(v);
     return {
       type: v.options.type,
       ...target,
       mounted: v.mounted,
-      refs,
+      refs: refCount(v),
       health: health(v),
       since: v.since ?? v.createdAt,
       ...(v.lastError && { lastError: v.lastError.message, lastErrorAt: v.lastError.at }),
     };
   }
 
-  /** Keeps a failure in state for Status, secrets removed, and returns the scrubbed text. */
-  private async recordError(v: VolumeRecord, text: string): Promise<string> {
-    const message = scrub(text, secretValues(v.options));
-    const before = health(v);
-    v.lastError = { message, at: new Date().toISOString() };
-    if (before !== 'error') v.since = v.lastError.at;
-    await this.db.save(v.name);
-    return message;
+  private scrubbed(v: VolumeRecord, text: string): string {
+    return scrub(text, secretValues(v.options));
+  }
+
+  /**
+   * Runs a step that reaches the backend. A failure is kept in Status (secrets removed), the
+   * volume counts as not mounted (unless the step was an unmount: `stillMounted`), and one that
+   * containers hold (`held`) gets a repair later.
+   */
+  private async backendStep<T>(v: VolumeRecord, step: () => Promise<T>, opts: { held?: boolean; stillMounted?: boolean } = {}): Promise<T> {
+    try {
+      return await step();
+    } catch (err) {
+      const message = this.scrubbed(v, (err as Error).message);
+      if (!(err instanceof BackendError || err instanceof OptionsError || err instanceof DeadlineExceeded)) {
+        this.log.error({ volume: v.name, err: message }, 'unexpected backend failure');
+      }
+      const current = this.find(v.name) ?? v;
+      await this.commit(v.name, withError(opts.stillMounted ? current : markMounted(current, false), message)).catch(() => undefined);
+      if (opts.held) this.retries.failed(v.name);
+      throw new VolumeError('backend', `volume ${v.name}: ${message}`);
+    }
   }
 
   /** A backend reports that a mount stopped serving by itself: record it, and repair it if held. */
@@ -382,8 +485,9 @@ export class VolumeDriver {
       .run(name, async () => {
         const v = this.find(name);
         if (!v) return;
-        markMounted(v, false); // the next Mount replaces it, if the repair has not by then
-        const message = await this.recordError(v, `mount lost: ${reason}`);
+        // The next Mount replaces it, if the repair has not by then.
+        const message = this.scrubbed(v, `mount lost: ${reason}`);
+        await this.commit(name, withError(markMounted(v, false), message)).catch(() => undefined);
         this.log.warn({ volume: name, reason: message, refs: refCount(v) }, 'mount lost');
       })
       .then(() => this.repair(name));
@@ -397,56 +501,62 @@ export class VolumeDriver {
    * would make `docker volume rm` fail). Calls are answered meanwhile: each volume is handled
    * under its own lock, like any Mount.
    */
-  async restore(concurrency = 8): Promise<RestoreReport> {
-    const t0 = performance.now();
-    const table = await this.host.mountpoints();
-    const volumes = Object.values(this.db.data.volumes);
-    const held = volumes.filter((v) => refCount(v) > 0).map((v) => v.name);
-    const stray = volumes.filter((v) => refCount(v) === 0 && table.has(this.mountpoint(v.name))).map((v) => v.name);
-    const report: RestoreReport = { adopted: [], remounted: [], failed: [], released: [], ms: 0 };
-    const jobs = [...held.map((name) => () => this.repair(name)), ...stray.map((name) => () => this.releaseStray(name))];
-    let next = 0;
-    const worker = async () => {
-      while (next < jobs.length) {
-        const i = next++;
-        const outcome = await jobs[i]!();
-        const name = i < held.length ? held[i]! : stray[i - held.length]!;
-        if (outcome !== 'idle') report[outcome].push(name);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(concurrency, jobs.length) }, worker));
-    report.ms = Math.round(performance.now() - t0);
-    return report;
+  restore(concurrency = 8): Promise<RestoreReport> {
+    return restore(this, concurrency);
   }
 
-  /** Makes a held volume serve: adopt a healthy mount, or replace a dead or missing one. */
-  private async repair(name: string, attempt = 0): Promise<'adopted' | 'remounted' | 'failed' | 'idle'> {
-    const outcome = await this.lock.run(name, async () => {
+  async restorePlan(): Promise<{ held: string[]; stray: string[] }> {
+    const table = await this.host.mountpoints();
+    const volumes = [...this.db.volumes.values()];
+    return {
+      held: volumes.filter((v) => refCount(v) > 0).map((v) => v.name),
+      stray: volumes.filter((v) => refCount(v) === 0 && table.has(this.mountpoint(v.name))).map((v) => v.name),
+    };
+  }
+
+  /** Makes a held volume serve: adopt a mount that is there, or replace a dead or missing one. */
+  async repair(name: string): Promise<RepairOutcome> {
+    const attempt = this.retries.attempt(name);
+    const deadline = Deadline.after(this.settings.mountTimeoutMs);
+    return this.lock.run(name, async () => {
       const v = this.find(name);
-      if (!v || refCount(v) === 0) return 'idle' as const; // nobody needs it any more
-      const target = this.mountpoint(name);
-      if ((await this.host.isMountpoint(target)) && (await this.host.probe(target)) === undefined) {
-        await backendFor(this.backends, v.options)
-          .adopt?.(name, v.options, target, this.ctx)
-          .catch((err: Error) => this.log.warn({ volume: name, err: err.message }, 'adopted mount is not watched'));
-        if (!v.mounted) {
-          markMounted(v, true);
-          await this.db.save(name);
-        }
-        return 'adopted' as const;
+      if (!v || refCount(v) === 0) {
+        this.retries.succeeded(name); // nobody needs it any more
+        return 'idle' as const;
       }
       try {
-        await this.mountBackend(v, target);
-        await this.db.save(name);
-        this.log.info({ volume: name, attempt }, 'mount restored');
-        return 'remounted' as const;
+        const outcome = await this.backendStep(v, () => this.volumeMount(v).repair(deadline), { held: true });
+        this.retries.succeeded(name);
+        const now = this.find(name) ?? v;
+        if (!now.mounted || now.lastError) {
+          await this.commit(name, markMounted(now, true)).catch((err: Error) =>
+            this.log.warn({ volume: name, err: err.message }, 'restored mount not recorded'),
+          );
+        }
+        if (outcome === 'remounted') this.log.info({ volume: name, attempt }, 'mount restored');
+        return outcome;
       } catch (err) {
         this.log.warn({ volume: name, attempt, err: (err as Error).message }, 'mount not restored; will retry');
         return 'failed' as const;
       }
     });
-    if (outcome === 'failed') this.retryLater(name, attempt + 1);
-    return outcome;
+  }
+
+  /** Undoes a mount that no container holds; a failure is logged and left for the next Mount. */
+  async releaseStray(name: string): Promise<'released' | 'idle'> {
+    return this.lock.run(name, async () => {
+      const v = this.find(name);
+      if (!v || refCount(v) > 0 || !(await this.host.isMountpoint(this.mountpoint(name)))) return 'idle' as const;
+      try {
+        await this.volumeMount(v).release(Deadline.after(this.settings.mountTimeoutMs));
+        if (v.mounted) await this.commit(name, markMounted(v, false)).catch(() => undefined);
+        this.log.info({ volume: name }, 'mount that no container holds was undone');
+        return 'released' as const;
+      } catch (err) {
+        this.log.warn({ volume: name, err: (err as Error).message }, 'mount that no container holds could not be undone');
+        return 'idle' as const;
+      }
+    });
   }
 
   /**
@@ -474,67 +584,24 @@ export class VolumeDriver {
     return roots;
   }
 
-  /** Forgets references that no container holds, and undoes the mount they kept. */
-  private async releaseStale(v: VolumeRecord, target: string, during: string): Promise<void> {
-    this.log.warn({ volume: v.name, during, staleIds: Object.keys(v.mounts) }, 'references that no container holds were released');
-    if (v.mounted || (await this.host.isMountpoint(target))) {
-      try {
-        await backendFor(this.backends, v.options).unmount(v.name, v.options, target, this.ctx);
-      } catch (err) {
-        const message = await this.recordError(v, (err as Error).message);
-        throw new VolumeError('backend', `volume ${v.name}: ${message}`);
-      }
-    }
-    v.mounts = {};
-    markMounted(v, false);
-    await this.db.save(v.name);
-  }
-
-  /** Undoes a mount that no container holds; a failure is logged and left for the next Mount. */
-  private async releaseStray(name: string): Promise<'released' | 'idle'> {
-    return this.lock.run(name, async () => {
-      const v = this.find(name);
-      const target = this.mountpoint(name);
-      if (!v || refCount(v) > 0 || !(await this.host.isMountpoint(target))) return 'idle' as const;
-      try {
-        await backendFor(this.backends, v.options).unmount(name, v.options, target, this.ctx);
-        if (v.mounted) {
-          markMounted(v, false);
-          await this.db.save(name);
-        }
-        this.log.info({ volume: name }, 'mount that no container holds was undone');
-        return 'released' as const;
-      } catch (err) {
-        this.log.warn({ volume: name, err: (err as Error).message }, 'mount that no container holds could not be undone');
-        return 'idle' as const;
-      }
-    });
-  }
-
-  private retryLater(name: string, attempt: number): void {
-    if (this.closed) return;
-    const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(attempt - 1, 10));
-    const timer = setTimeout(() => {
-      this.retries.delete(timer);
-      void this.repair(name, attempt);
-    }, delay);
-    timer.unref();
-    this.retries.add(timer);
-  }
-
   /** Stops retrying repairs (at shutdown, and when tests are done with a driver). */
   close(): void {
-    this.closed = true;
-    for (const t of this.retries) clearTimeout(t);
-    this.retries.clear();
+    this.retries.close();
+  }
+
+  /** Repairs waiting for their next attempt (one per volume at most). */
+  get pendingRetries(): number {
+    return this.retries.pending;
   }
 
   /**
    * At shutdown: waits for queued state writes, then leaves the whole state in the snapshot, so
-   * that a clean stop (disable, upgrade, downgrade) hands over one self-contained file.
+   * that a clean stop (disable, upgrade, downgrade) hands over one self-contained file. With no
+   * room for a snapshot, the journal keeps everything. Nothing can be saved after it.
    */
   async flush(): Promise<void> {
-    await this.db.compact();
+    await this.db.compact().catch((err: Error) => this.log.warn({ err: err.message }, 'no state snapshot at stop; the journal keeps every change'));
+    await this.db.close();
   }
 }
 
@@ -545,12 +612,21 @@ function health(v: VolumeRecord): Health {
   return v.lastError ? 'error' : v.mounted ? 'ok' : 'idle';
 }
 
-/** Records a mount (which clears the last error) or its end, and when Status's health last changed. */
-function markMounted(v: VolumeRecord, mounted: boolean): void {
-  const before = health(v);
-  v.mounted = mounted;
-  if (mounted) delete v.lastError;
-  if (health(v) !== before) v.since = new Date().toISOString();
+/** The record with a mount (which clears the last error) or its end, and when Status's health last changed. */
+function markMounted(v: VolumeRecord, mounted: boolean): VolumeRecord {
+  const { lastError, ...rest } = v;
+  const next: VolumeRecord = mounted ? { ...rest, mounted } : { ...v, mounted };
+  return health(next) === health(v) ? next : { ...next, since: new Date().toISOString() };
+}
+
+/** The record with a failure kept for Status. */
+function withError(v: VolumeRecord, message: string): VolumeRecord {
+  const at = new Date().toISOString();
+  return { ...v, lastError: { message, at }, ...(health(v) !== 'error' && { since: at }) };
+}
+
+function callerGone(volume: string): VolumeError {
+  return new VolumeError('gone', `volume ${volume}: the caller hung up before the mount was ready; no reference was kept`);
 }
 
 function validateMountId(id: unknown): string {
@@ -561,7 +637,7 @@ function validateMountId(id: unknown): string {
 }
 
 /** Option keys whose values differ between two normalised option maps (values never shown). */
-function differentKeys(a: Record<string, string>, b: Record<string, string>): string[] {
+function differentKeys(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): string[] {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
   return [...keys].filter((k) => a[k] !== b[k]).sort();
 }

@@ -1,6 +1,10 @@
 // Driver failures meant for the user; the API turns each into {"Err": message}.
 
-export type VolumeErrorKind = 'invalid' | 'not-found' | 'conflict' | 'in-use' | 'backend';
+/**
+ * `state`: the change could not be saved (a full state filesystem); `gone`: the caller hung up
+ * before the answer, which nobody reads.
+ */
+export type VolumeErrorKind = 'invalid' | 'not-found' | 'conflict' | 'in-use' | 'backend' | 'state' | 'gone';
 
 export class VolumeError extends Error {
   constructor(

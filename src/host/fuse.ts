@@ -45,7 +45,12 @@ export interface FuseDaemon {
   exited: Promise<FuseExit>;
   /** The client's latest stderr, secrets removed. */
   stderrTail(): string;
+  /** Ends the client (SIGTERM, then SIGKILL), without waiting: for a client whose mount is dead. */
+  stop(): void;
 }
+
+/** How long stopping a client that missed its deadline may take, and undoing its mount: callers keep this much of their deadline. */
+export const FUSE_STOP_MS = 3000;
 
 const STDERR_TAIL_BYTES = 8192;
 /** statfs of a directory that is not mounted yet costs microseconds: polled often, it adds little to a mount. */
@@ -121,7 +126,7 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
     done = true;
     return { code: r.exitCode, signal: r.signal, stderr: stderrTail() };
   });
-  const daemon: FuseDaemon = { command: spec.command, pid: child.pid, exited, stderrTail };
+  const daemon: FuseDaemon = { command: spec.command, pid: child.pid, exited, stderrTail, stop: () => void stopProcess(child, exited) };
   const name = spec.command;
 
   // Out of our cgroups while it mounts, not after: the move takes a few ms per hierarchy.
@@ -172,12 +177,13 @@ async function outliveUs(pid: number, hostPid: number, command: string, log: Log
   }
 }
 
+/** SIGTERM, a second to go, then SIGKILL and another second: within FUSE_STOP_MS with the lazy unmount after it. */
 async function stopProcess(child: ResultPromise, exited: Promise<unknown>): Promise<void> {
   child.kill('SIGTERM');
-  const stopped = await Promise.race([exited.then(() => true), sleep(2000).then(() => false)]);
+  const stopped = await Promise.race([exited.then(() => true), sleep(1000).then(() => false)]);
   if (!stopped) {
     child.kill('SIGKILL');
-    await Promise.race([exited, sleep(2000)]);
+    await Promise.race([exited, sleep(1000)]);
   }
 }
 
@@ -185,9 +191,10 @@ async function stopProcess(child: ResultPromise, exited: Promise<unknown>): Prom
  * Unmounts a FUSE mount. Throws with umount's own text on failure. The client is not waited for:
  * s3fs and ossfs upload a file when it is closed, so once umount returns nothing is left to
  * write, and the client's exit (tens of ms, noticed later still) would only delay the container.
+ * `-c`: umount would otherwise stat the path first, which waits for a client that does not answer.
  */
 export async function unmountFuse(target: string, timeoutMs = 10_000): Promise<void> {
-  if (await findMount(target)) await run('umount', [target], { timeoutMs });
+  if (await findMount(target)) await run('umount', ['-c', target], { timeoutMs });
 }
 
 const WATCH_MS = 1000;
@@ -239,7 +246,12 @@ export async function adoptFuseClient(target: string, commands: readonly string[
     }, WATCH_MS);
     timer.unref();
   });
-  return { command, pid, exited, stderrTail: () => '' };
+  const stop = () => {
+    void startTime(pid).then((now) => {
+      if (now === started) process.kill(pid, 'SIGKILL'); // still the same process: it gets no second chance
+    });
+  };
+  return { command, pid, exited, stderrTail: () => '', stop };
 }
 
 function sleep(ms: number): Promise<void> {

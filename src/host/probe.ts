@@ -1,26 +1,44 @@
 // Is a mount serving, and how full is it? A plain stat answers from the kernel's cache for a FUSE
 // root even when the client is dead; statfs goes to the filesystem, so a dead FUSE client shows
 // up as ENOTCONN and a hung one as a timeout.
+//
+// Only death is proof enough to replace a mount that containers hold. A client that was stopped
+// (SIGSTOP, a debugger, a host under memory pressure) or an NFS server that does not answer
+// looks exactly like a timeout, and its containers' I/O resumes when it does: replacing it would
+// put a second client with a second cache on the same data and abort their I/O.
 import type { StatsFs } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 
+export type Probe =
+  | { state: 'serving' }
+  /** Provably gone: the kernel aborted its connection to the FUSE client. */
+  | { state: 'dead'; reason: string }
+  /** No answer in time, or an error that does not prove death: its I/O may yet complete. */
+  | { state: 'unresponsive'; reason: string };
+
+/** What statfs errors prove the client gone: the kernel closed (or aborted) the FUSE connection. */
+const DEATH = new Set(['ENOTCONN', 'ECONNABORTED']);
+
 /** statfs, or why there is no answer (an error code, or no answer within the deadline). */
-async function statfsWithin(target: string, timeoutMs: number): Promise<StatsFs | string> {
+async function statfsWithin(target: string, timeoutMs: number): Promise<StatsFs | { code?: string; reason: string }> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve(`no answer from ${target} within ${timeoutMs} ms`), timeoutMs);
+  const timeout = new Promise<{ reason: string }>((resolve) => {
+    timer = setTimeout(() => resolve({ reason: `no answer from ${target} within ${timeoutMs} ms` }), timeoutMs);
   });
   try {
-    return await Promise.race([statfs(target).catch((err: NodeJS.ErrnoException) => `${target}: ${err.code ?? err.message}`), timeout]);
+    return await Promise.race([
+      statfs(target).catch((err: NodeJS.ErrnoException) => ({ code: err.code, reason: `${target}: ${err.code ?? err.message}` })),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** undefined when the mount answers, else why not. */
-export async function probeMount(target: string, timeoutMs = 2000): Promise<string | undefined> {
+export async function probeMount(target: string, timeoutMs = 2000): Promise<Probe> {
   const r = await statfsWithin(target, timeoutMs);
-  return typeof r === 'string' ? r : undefined;
+  if (!('reason' in r)) return { state: 'serving' };
+  return r.code && DEATH.has(r.code) ? { state: 'dead', reason: r.reason } : { state: 'unresponsive', reason: r.reason };
 }
 
 export interface Usage {
@@ -33,7 +51,7 @@ export interface Usage {
 /** How full the filesystem at `target` is; undefined when it does not answer in time. */
 export async function usageOf(target: string, timeoutMs = 500): Promise<Usage | undefined> {
   const r = await statfsWithin(target, timeoutMs);
-  if (typeof r === 'string') return undefined;
+  if ('reason' in r) return undefined;
   const used = (r.blocks - r.bfree) * r.bsize;
   const usable = used + r.bavail * r.bsize; // without the blocks reserved for root
   return { totalBytes: r.blocks * r.bsize, usedBytes: used, usedPercent: usable > 0 ? Math.ceil((used / usable) * 100) : 0 };

@@ -15,6 +15,9 @@ export async function lazyUnmount(target: string): Promise<void> {
 
 export type UnmountOutcome = 'unmounted' | 'forced' | 'detached';
 
+/** What each fallback step (forced, lazy) may take after the plain umount: callers keep this much of their deadline per step. */
+export const FALLBACK_STEP_MS = 5000;
+
 async function mountedInHost(ns: HostNamespace, hostTarget: string): Promise<boolean> {
   const table = ns.pid === undefined ? '/proc/self/mountinfo' : `/proc/${ns.pid}/mountinfo`;
   return (await readMounts(table)).some((m) => m.mountPoint === hostTarget);
@@ -40,8 +43,8 @@ export interface KernelUnmountOptions {
 export async function unmountKernelMount(ns: HostNamespace, hostTarget: string, opts: KernelUnmountOptions = {}): Promise<UnmountOutcome> {
   const steps: Array<[UnmountOutcome, string[], number]> = [
     ['unmounted', ['-c', hostTarget], opts.plainMs ?? 10_000],
-    ...(opts.force ? [['forced', ['-f', '-c', hostTarget], 5000] as [UnmountOutcome, string[], number]] : []),
-    ['detached', ['-l', '-c', hostTarget], 5000],
+    ...(opts.force ? [['forced', ['-f', '-c', hostTarget], FALLBACK_STEP_MS] as [UnmountOutcome, string[], number]] : []),
+    ['detached', ['-l', '-c', hostTarget], FALLBACK_STEP_MS],
   ];
   const said: string[] = [];
   for (const [outcome, args, timeoutMs] of steps) {

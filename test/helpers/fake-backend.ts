@@ -9,8 +9,10 @@ export class FakeBackend implements Backend {
   /** Whether Get shows size and use (the host double's numbers) for its mounts. */
   localFilesystem = false;
   readonly mounted = new Set<string>();
-  /** Mounts still in the table whose client no longer answers. */
+  /** Mounts still in the table whose client is gone (statfs: ENOTCONN). */
   readonly dead = new Set<string>();
+  /** Mounts whose client does not answer in time but is alive (stopped, or a frozen server). */
+  readonly stuck = new Set<string>();
   readonly calls: string[] = [];
   /** Containers holding a mount, by mountpoint ("PID n: /path"), for the driver's mountUsers. */
   readonly users = new Map<string, string[]>();
@@ -34,6 +36,11 @@ export class FakeBackend implements Backend {
 
   async check(): Promise<void> {}
 
+  /** A target that names a device is the volume's alone, as a disk volume's device is. */
+  exclusiveUse(options: VolumeOptions): string | undefined {
+    return options.target?.startsWith('/dev/') ? `device ${options.target}` : undefined;
+  }
+
   describe(options: VolumeOptions): Record<string, unknown> {
     return { target: options.target };
   }
@@ -49,6 +56,7 @@ export class FakeBackend implements Backend {
     if (options.fail) throw new BackendError(`fake client said: cannot reach ${options.target} with key ${options.akSecret}`);
     this.mounted.add(target);
     this.dead.delete(target);
+    this.stuck.delete(target);
   }
 
   async adopt(name: string): Promise<void> {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, readFile, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { VolumeError } from '../../src/driver/errors.js';
@@ -196,14 +197,171 @@ describe('Mount and Unmount', () => {
   });
 
   it('serialise calls on one volume and not across volumes', async () => {
-    const { driver } = await setup();
+    const { driver, fake } = await setup();
     await driver.create('slow', { type: 'fake', target: 'x', delayMs: '200' });
     await driver.create('fast', opts);
     let slowDone = false;
     const slow = driver.mount('slow', 'A').finally(() => (slowDone = true));
     await driver.mount('fast', 'B');
     assert.equal(slowDone, false, 'a slow mount blocked another volume');
+    // The same volume: the second Mount starts only once the first has mounted, so it shares that
+    // mount; run side by side, both would have found it absent and mounted it twice.
     await Promise.all([slow, driver.mount('slow', 'C')]);
+    assert.deepEqual(fake.calls.filter((c) => c === 'mount slow'), ['mount slow'], 'two Mounts of one volume ran side by side');
+    assert.equal(driver.get('slow').Status?.refs, 2);
+  });
+
+  it('a Mount queued behind a slow one fails at its own deadline, saying what it waited for', async () => {
+    const { driver, fake, settings } = await setup();
+    await driver.create('slow', { type: 'fake', target: 'x', delayMs: '300' });
+    const first = driver.mount('slow', 'A');
+    // This call arrived almost a whole deadline ago (it waited in dockerd's queue, or for the plugin to start).
+    const late = { arrivedAt: performance.now() - settings.mountTimeoutMs + 100, signal: new AbortController().signal };
+    await assert.rejects(driver.mount('slow', 'B', late), /the call's 10 s were used up before earlier calls on volume slow finished/);
+    await first;
+    assert.deepEqual([driver.get('slow').Status?.refs, fake.calls], [1, ['mount slow']]);
+  });
+
+  it('mount IDs that are names of Object.prototype members are counted like any other, across a restart', async () => {
+    const { driver, fake, dir } = await setup();
+    await driver.create('v', opts);
+    const ids = ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf'];
+    for (const id of ids) await driver.mount('v', id);
+    assert.equal(driver.get('v').Status?.refs, ids.length);
+    driver.close();
+    const { driver: again } = await fakeDriver(dir, fake);
+    assert.equal(again.get('v').Status?.refs, ids.length);
+    for (const id of ids.slice(1)) await again.unmount('v', id);
+    assert.equal(fake.mounted.size, 1, 'unmounted while constructor still held it');
+    await again.unmount('v', 'constructor');
+    assert.equal(fake.mounted.size, 0);
+    again.close();
+  });
+});
+
+describe('a caller that hangs up', () => {
+  const hangUpAfter = (ms: number) => {
+    const c = new AbortController();
+    setTimeout(() => c.abort(), ms);
+    return { arrivedAt: performance.now(), signal: c.signal };
+  };
+
+  it('keeps no reference, and the mount it made is undone', async () => {
+    const { driver, fake, lines } = await setup();
+    await driver.create('v', { type: 'fake', target: 'x', delayMs: '200' });
+    await assert.rejects(driver.mount('v', 'A', hangUpAfter(50)), (e: unknown) => err('gone', /caller hung up before the mount was ready/)(e));
+    assert.deepEqual([driver.get('v').Status?.refs, fake.mounted.size, fake.calls], [0, 0, ['mount v', 'unmount v']]);
+    assert.match(lines.join('\n'), /"why":"its caller hung up before it was ready".*"mount undone"/);
+  });
+
+  it('leaves a mount that another reference holds', async () => {
+    const { driver, fake } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    const c = new AbortController();
+    c.abort();
+    await assert.rejects(driver.mount('v', 'B', { arrivedAt: performance.now(), signal: c.signal }), (e: unknown) => err('gone', /no reference was kept/)(e));
+    assert.deepEqual([driver.get('v').Status?.refs, fake.mounted.size], [1, 1]);
+  });
+});
+
+describe('a mount that does not answer', () => {
+  it('is kept while containers hold it: no second client, no unmount, and the log says why', async () => {
+    const { driver, fake, settings, lines } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    fake.stuck.add(path.join(settings.mountRoot, 'v')); // its client was stopped, or its server froze
+    assert.equal(await driver.mount('v', 'B'), path.join(settings.mountRoot, 'v'));
+    assert.deepEqual(fake.calls, ['mount v'], 'an unresponsive mount was replaced');
+    assert.match(lines.join('\n'), /mount does not answer; kept as it is/);
+    assert.equal(driver.get('v').Status?.refs, 2);
+  });
+
+  it('is adopted at restore, not mounted again', async () => {
+    const { driver, dir, settings } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    driver.close();
+    const fake2 = new FakeBackend();
+    fake2.mounted.add(path.join(settings.mountRoot, 'v'));
+    fake2.stuck.add(path.join(settings.mountRoot, 'v'));
+    const { driver: again } = await fakeDriver(dir, fake2);
+    const report = await again.restore();
+    assert.deepEqual([report.adopted, report.remounted, fake2.calls], [['v'], [], ['adopt v']]);
+    again.close();
+  });
+});
+
+describe('a change that cannot be saved (a full state filesystem)', () => {
+  /** A state journal whose writes fail with ENOSPC while `full` is set; everything else is real. */
+  async function fullableSetup() {
+    const t = await tempDir();
+    cleanups.push(t.cleanup);
+    const disk = { full: false };
+    const openJournal = async (file: string): Promise<FileHandle> => {
+      const fh = await open(file, constants.O_RDWR | constants.O_CREAT, 0o600);
+      return new Proxy(fh, {
+        get(target, prop, receiver) {
+          if (prop === 'write' && disk.full) return async () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+          const v = Reflect.get(target, prop, receiver) as unknown;
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+    };
+    return { ...(await fakeDriver(t.dir, new FakeBackend(), { openJournal })), disk, dir: t.dir };
+  }
+  const full = (e: unknown) => err('state', /the state filesystem is full \(ENOSPC writing .*\); nothing was changed/)(e);
+
+  it('fails Create, Mount, Unmount and Remove clearly, changes nothing, and leaves nothing mounted that no reference holds', async () => {
+    const { driver, fake, disk, dir, settings } = await fullableSetup();
+    await driver.create('held', opts);
+    await driver.mount('held', 'A');
+    await driver.create('idle', opts);
+    disk.full = true;
+    await assert.rejects(driver.create('new', opts), full);
+    await assert.rejects(driver.mount('idle', 'B'), full);
+    assert.equal(fake.mounted.has(path.join(settings.mountRoot, 'idle')), false, 'a mount whose reference was not saved stayed');
+    await assert.rejects(driver.mount('held', 'C'), full);
+    assert.equal(fake.mounted.has(path.join(settings.mountRoot, 'held')), true, 'a held mount was undone');
+    await assert.rejects(driver.unmount('held', 'A'), full);
+    assert.equal(fake.mounted.has(path.join(settings.mountRoot, 'held')), true, 'unmounted though the change was refused');
+    await assert.rejects(driver.remove('idle'), full);
+    // Memory is what the disk says, and both are what was acknowledged.
+    const expected = { held: 1, idle: 0 };
+    assert.deepEqual(Object.fromEntries(driver.list().map((v) => [v.Name, driver.get(v.Name).Status?.refs])), expected);
+    driver.close();
+    disk.full = false;
+    const { driver: again } = await fakeDriver(dir, new FakeBackend());
+    assert.deepEqual(Object.fromEntries(again.list().map((v) => [v.Name, again.get(v.Name).Status?.refs])), expected, 'a refused change showed up after a restart');
+    again.close();
+  });
+
+  it('works again once there is room, with no restart', async () => {
+    const { driver, fake, disk } = await fullableSetup();
+    await driver.create('v', opts);
+    disk.full = true;
+    await assert.rejects(driver.mount('v', 'A'), full);
+    disk.full = false;
+    await driver.mount('v', 'A');
+    await driver.unmount('v', 'A');
+    assert.deepEqual(fake.calls, ['mount v', 'unmount v', 'mount v', 'unmount v']);
+    driver.close();
+  });
+});
+
+describe('one device, one volume', () => {
+  it('refuses a second volume on the same device at Create, naming it, also when both Creates run at once', async () => {
+    const { driver } = await setup();
+    const results = await Promise.allSettled([
+      driver.create('a', { type: 'fake', target: '/dev/vdb' }),
+      driver.create('b', { type: 'fake', target: '/dev/vdb' }),
+    ]);
+    assert.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+    const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!.reason;
+    assert.ok(err('conflict', /volume [ab]: device \/dev\/vdb is already used by volume [ab]/)(refused), String(refused));
+    await assert.rejects(driver.create('c', { type: 'fake', target: '/dev/vdb' }), err('conflict', /device \/dev\/vdb is already used/));
+    await driver.create('d', { type: 'fake', target: '/dev/vdc' });
+    assert.equal(driver.list().length, 2);
   });
 });
 

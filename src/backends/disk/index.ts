@@ -4,11 +4,15 @@
 // path of the mountpoint, so the mount outlives the plugin process.
 import { access, open, stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { Deadline } from '../../host/deadline.js';
 import { CommandError, run } from '../../host/exec.js';
 import { ensureDir, removeFileQuietly } from '../../host/files.js';
 import type { HostNamespace } from '../../host/hostns.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { DISK_KEYS, fromSpec, toSpec, type DiskSpec } from './options.js';
+
+/** Kept from the call's deadline after each step: a command that misses it is killed, then abandoned a second later. */
+const STEP_UNDO_MS = 1500;
 
 export function imagePath(stateDir: string, name: string): string {
   return path.join(stateDir, 'disks', `${name}.img`);
@@ -30,9 +34,9 @@ export function parseBlkid(text: string): DiskContent {
  * What `file` holds. blkid exits 2 both when it finds nothing and when it cannot read the device
  * (then it says why on stderr): only the silent case means empty, because "empty" leads to mkfs.
  */
-async function contentOf(file: string, shown: string): Promise<DiskContent> {
+async function contentOf(file: string, shown: string, deadline: Deadline): Promise<DiskContent> {
   try {
-    return parseBlkid(await run('blkid', ['-p', '-o', 'export', file], { timeoutMs: 10_000 }));
+    return parseBlkid(await run('blkid', ['-p', '-o', 'export', file], { timeoutMs: deadline.budget(10_000, STEP_UNDO_MS) }));
   } catch (err) {
     if (err instanceof CommandError && err.exitCode === 2 && !err.stderr.trim()) return {};
     throw new BackendError(`cannot tell what ${shown} holds, so it is not touched: ${(err as Error).message}`);
@@ -56,6 +60,12 @@ export class DiskBackend implements Backend {
 
   parse(options: Record<string, string>): VolumeOptions {
     return fromSpec(toSpec(options));
+  }
+
+  /** A device is one volume's: two would format it twice, or mount one filesystem twice. */
+  exclusiveUse(options: VolumeOptions): string | undefined {
+    const { device } = toSpec(options);
+    return device && `device ${device}`;
   }
 
   async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
@@ -94,8 +104,8 @@ export class DiskBackend implements Backend {
    * whose partitions hold the data looks empty to a filesystem probe); a different filesystem is
    * an error.
    */
-  private async formatIfEmpty(node: string, shown: string, spec: DiskSpec, ctx: BackendContext): Promise<void> {
-    const { fsType: found, partitionTable } = await contentOf(node, shown);
+  private async formatIfEmpty(node: string, shown: string, spec: DiskSpec, deadline: Deadline): Promise<void> {
+    const { fsType: found, partitionTable } = await contentOf(node, shown, deadline);
     if (partitionTable && !found) {
       throw new BackendError(
         `${shown} holds a ${partitionTable} partition table; it is never formatted (give one of its partitions, or a device that holds a filesystem)`,
@@ -103,7 +113,7 @@ export class DiskBackend implements Backend {
     }
     if (!found) {
       const [cmd, args] = mkfsArgs(spec, node);
-      await run(cmd, args, { timeoutMs: ctx.settings.mountTimeoutMs });
+      await run(cmd, args, { timeoutMs: deadline.budget(Infinity, STEP_UNDO_MS) });
     } else if (found !== spec.fsType) {
       throw new BackendError(
         `${shown} holds a ${found} filesystem, not ${spec.fsType}; it is never reformatted (create the volume with fsType=${found} to use it)`,
@@ -112,7 +122,7 @@ export class DiskBackend implements Backend {
   }
 
   /** Creates the sparse image (0600) if missing and formats it if it has no filesystem; never reformats. */
-  private async prepareImage(name: string, spec: DiskSpec, ctx: BackendContext): Promise<string> {
+  private async prepareImage(name: string, spec: DiskSpec, ctx: BackendContext, deadline: Deadline): Promise<string> {
     const img = imagePath(ctx.settings.stateDir, name);
     if (!(await exists(img))) {
       await ensureDir(path.dirname(img), 0o700);
@@ -123,46 +133,45 @@ export class DiskBackend implements Backend {
         await fh.close();
       }
     }
-    await this.formatIfEmpty(img, `image ${img}`, spec, ctx);
+    await this.formatIfEmpty(img, `image ${img}`, spec, deadline);
     return img;
   }
 
-  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
+    const stepMs = (cap = Infinity) => deadline.budget(cap, STEP_UNDO_MS);
     try {
       const ns = await ctx.hostNamespace();
       if (spec.device) {
-        await this.formatIfEmpty(await this.deviceNode(spec.device, ns), `device ${spec.device}`, spec, ctx);
+        await this.formatIfEmpty(await this.deviceNode(spec.device, ns), `device ${spec.device}`, spec, deadline);
         const ro = spec.readonly ? ['-o', 'ro'] : [];
-        await ns.run('mount', ['-t', spec.fsType, ...ro, spec.device, await ns.hostPath(target)], {
-          timeoutMs: ctx.settings.mountTimeoutMs,
-        });
+        await ns.run('mount', ['-t', spec.fsType, ...ro, spec.device, await ns.hostPath(target)], { timeoutMs: stepMs() });
         return;
       }
-      const img = await this.prepareImage(name, spec, ctx);
+      const img = await this.prepareImage(name, spec, ctx, deadline);
       const [hostImg, hostTarget] = [await ns.hostPath(img), await ns.hostPath(target)];
       // A container may still hold the image through a loop device of an earlier mount (the
       // plugin was disabled with -f, which unmounts our side only). Mounting the image through a
       // second loop device would put two ext4/xfs instances on one image: reuse the device.
-      const attached = (await ns.run('losetup', ['-n', '-O', 'NAME', '-j', hostImg], { timeoutMs: 10_000 }))
+      const attached = (await ns.run('losetup', ['-n', '-O', 'NAME', '-j', hostImg], { timeoutMs: stepMs(10_000) }))
         .split('\n')
         .map((l) => l.trim())
         .filter(Boolean);
       const args = attached[0]
         ? ['-t', spec.fsType, ...(spec.readonly ? ['-o', 'ro'] : []), attached[0], hostTarget]
         : ['-t', spec.fsType, '-o', spec.readonly ? 'loop,ro' : 'loop', hostImg, hostTarget];
-      await ns.run('mount', args, { timeoutMs: ctx.settings.mountTimeoutMs });
+      await ns.run('mount', args, { timeoutMs: stepMs() });
     } catch (err) {
       if (err instanceof BackendError) throw err;
       throw new BackendError(`mounting ${spec.device ? `device ${spec.device}` : 'the disk image'} failed: ${(err as Error).message}`);
     }
   }
 
-  async unmount(_name: string, _options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+  async unmount(_name: string, _options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     try {
       const ns = await ctx.hostNamespace();
       // The loop device was attached with autoclear: it goes away with the mount.
-      await ns.run('umount', [await ns.hostPath(target)], { timeoutMs: 30_000 });
+      await ns.run('umount', [await ns.hostPath(target)], { timeoutMs: deadline.budget() });
     } catch (err) {
       throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
     }

@@ -4,16 +4,19 @@
 import { readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { Deadline } from '../../host/deadline.js';
 import { CommandError } from '../../host/exec.js';
 import { ensureDir, removeEmptyMountpoint } from '../../host/files.js';
 import type { HostNamespace } from '../../host/hostns.js';
 import { probeTcp, resolveHost } from '../../host/net.js';
-import { unmountKernelMount } from '../../host/unmount.js';
+import { FALLBACK_STEP_MS, unmountKernelMount } from '../../host/unmount.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { fromSpec, NAS_KEYS, nfsMountArgs, nfsPort, nfsSource, toSpec, type NasSpec, type NfsVersion } from './options.js';
 
 /** How long a server may take to accept a TCP connection before Mount gives up on it. */
 const PROBE_MS = 3000;
+/** Kept from the call's deadline for undoing a mount command that missed it (it is killed, then abandoned). */
+const MOUNT_UNDO_MS = 1500;
 
 /** The server said the export path does not exist: the cue to create a sub-path. */
 class MissingPathError extends BackendError {}
@@ -92,10 +95,9 @@ export class NasBackend implements Backend {
     };
   }
 
-  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
-    const deadline = Date.now() + ctx.settings.mountTimeoutMs;
-    const left = (cap = Infinity) => Math.max(500, Math.min(cap, deadline - Date.now()));
+    const left = (cap = Infinity) => deadline.budget(cap, MOUNT_UNDO_MS, 500);
     const ns = await ctx.hostNamespace();
     await requireNfsSupport(ns, spec.vers);
 
@@ -182,16 +184,21 @@ export class NasBackend implements Backend {
     }
   }
 
-  async unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+  /**
+   * Called only when no reference is left. A server that answers gets time to take the last
+   * writes; one that is gone cannot, so its requests are aborted (-f) rather than waited for.
+   * A server that accepts connections but does not answer is not known to be gone: never -f
+   * then (it aborts the I/O of every mount of that server), only a lazy detach at the end.
+   */
+  async unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
     try {
       const ns = await ctx.hostNamespace();
-      // A server that answers gets time to take the last writes; one that is gone cannot, so
-      // its requests are aborted rather than waited for.
-      const gone = await resolveHost(spec.server, 2000)
-        .then((address) => probeTcp(address, nfsPort(spec), 2000))
+      const gone = await resolveHost(spec.server, deadline.budget(2000))
+        .then((address) => probeTcp(address, nfsPort(spec), deadline.budget(2000)))
         .then(() => false, () => true);
-      const how = await unmountKernelMount(ns, await ns.hostPath(target), gone ? { plainMs: 2000, force: true } : { plainMs: 15_000 });
+      const plainMs = deadline.budget(gone ? 2000 : 15_000, FALLBACK_STEP_MS * (gone ? 2 : 1), 500);
+      const how = await unmountKernelMount(ns, await ns.hostPath(target), { plainMs, force: gone });
       if (how === 'unmounted') ctx.log.debug({ volume: name, how, serverGone: gone }, 'NFS mount unmounted');
       else ctx.log.warn({ volume: name, how, serverGone: gone }, 'the NFS mount did not unmount cleanly; it was detached');
     } catch (err) {

@@ -4,7 +4,8 @@ import { access, constants } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files.js';
-import { adoptFuseClient, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
+import type { Deadline } from '../../host/deadline.js';
+import { adoptFuseClient, FUSE_STOP_MS, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
 import { probeTcp, resolveHost } from '../../host/net.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
@@ -80,19 +81,21 @@ export function clientArgs(spec: OssSpec, target: string, ownOptions: string[]):
   return [source, target, '-f', ...[...o, ...extra].flatMap((x) => ['-o', x])];
 }
 
-/** How long the endpoint may take to accept a TCP connection before Mount gives up on it. */
+/** How long the endpoint may take to resolve, then to accept a TCP connection, before Mount gives up on it. */
 const PROBE_MS = 3000;
 
 /**
  * A TCP connect to the endpoint first: s3fs retries a refused or silent endpoint until the mount
- * deadline, and then has to be killed; this says what is wrong in at most a few seconds.
+ * deadline, and then has to be killed; this says what is wrong in at most a few seconds. Its time
+ * comes out of the call's deadline, leaving the client time to start.
  */
-async function requireReachable(url: string): Promise<void> {
+async function requireReachable(url: string, deadline: Deadline): Promise<void> {
   const u = new URL(url);
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
   const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
   try {
-    await probeTcp(await resolveHost(host, PROBE_MS), port, PROBE_MS);
+    const address = await resolveHost(host, deadline.budget(PROBE_MS, FUSE_STOP_MS));
+    await probeTcp(address, port, deadline.budget(PROBE_MS, FUSE_STOP_MS));
   } catch (err) {
     throw new BackendError(`endpoint ${url} is not reachable: ${(err as Error).message}; check the url option and that this host can reach it`);
   }
@@ -165,9 +168,13 @@ export class OssBackend implements Backend {
     };
   }
 
-  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
+  async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
-    await requireReachable(spec.url);
+    // Never two clients for one mountpoint: one still known here (its mount was found dead) goes first.
+    const old = this.daemons.get(target);
+    this.daemons.delete(target);
+    old?.stop();
+    await requireReachable(spec.url, deadline);
     const client = await chooseClient();
     const creds = await resolveCredentials(spec, ctx.settings.credentialsDir);
     const runtime = await clientRuntime(ctx.settings.stateDir);
@@ -187,7 +194,8 @@ export class OssBackend implements Backend {
         env: { PATH: CLIENT_PATH, HOME: dir, ...runtime.env, ...handoff.env },
         cwd: runtime.cwd,
         target,
-        deadlineMs: ctx.settings.mountTimeoutMs,
+        // What is left of the call, less the time to stop the client and undo its mount.
+        deadlineMs: deadline.budget(Infinity, FUSE_STOP_MS),
         secrets,
         log: ctx.log,
         hostPid: await hostPidForClients(ctx),
@@ -220,11 +228,11 @@ export class OssBackend implements Backend {
     });
   }
 
-  async unmount(_name: string, _options: VolumeOptions, target: string): Promise<void> {
+  async unmount(_name: string, _options: VolumeOptions, target: string, _ctx: BackendContext, deadline: Deadline): Promise<void> {
     const daemon = this.daemons.get(target);
     this.daemons.delete(target); // its exit is expected from here on
     try {
-      await unmountFuse(target);
+      await unmountFuse(target, deadline.budget());
     } catch (err) {
       if (daemon) this.daemons.set(target, daemon);
       throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
