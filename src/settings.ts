@@ -15,8 +15,16 @@ export interface Settings {
   runDir: string;
   hostPid: HostPid;
   logLevel: string;
-  /** Deadline for one backend mount, kept below Docker's 30 s call timeout after a plain enable. */
+  /**
+   * Deadline for one call (a Mount, an Unmount...), counted from its arrival and covering all it
+   * does; kept below Docker's 30 s call timeout after a plain enable.
+   */
   mountTimeoutMs: number;
+  /**
+   * Megabytes the FUSE clients leave free on the filesystem of their temporary files (the state
+   * directory's): s3fs's ensure_diskfree. 0: s3fs's own default (none).
+   */
+  fuseDiskFreeMb: number;
   /** What an OSS volume created without `url` or credentials gets, so compose files name only a bucket. */
   ossDefaults: { url?: string; credentials?: string };
   /**
@@ -43,6 +51,7 @@ export const DEFAULTS = {
   OSSNAS_RUN_DIR: '/run/ossnas',
   OSSNAS_HOST_PID: 'auto',
   OSSNAS_MOUNT_TIMEOUT: '20',
+  OSSNAS_FUSE_DISKFREE: '512',
   OSSNAS_DEFAULT_URL: '',
   OSSNAS_DEFAULT_CREDENTIALS: '',
   LOG_LEVEL: 'info',
@@ -93,6 +102,11 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     throw new SettingsError(`OSSNAS_MOUNT_TIMEOUT must be seconds between 1 and 110, got '${timeoutRaw}'`);
   }
 
+  const diskFreeRaw = get('OSSNAS_FUSE_DISKFREE');
+  if (!/^[0-9]{1,7}$/.test(diskFreeRaw)) {
+    throw new SettingsError(`OSSNAS_FUSE_DISKFREE must be megabytes (a whole number, 0 for none), got '${diskFreeRaw}'`);
+  }
+
   const scope = get('SCOPE').toLowerCase();
   if (scope !== 'local' && scope !== 'global') throw new SettingsError(`SCOPE must be local or global, got '${scope}'`);
 
@@ -105,6 +119,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     hostPid,
     logLevel,
     mountTimeoutMs: Math.round(timeoutS * 1000),
+    fuseDiskFreeMb: Number(diskFreeRaw),
     // Checked by the OSS backend, which knows what an endpoint and a profile name are.
     ossDefaults: {
       ...(get('OSSNAS_DEFAULT_URL') && { url: get('OSSNAS_DEFAULT_URL') }),

@@ -22,6 +22,7 @@ export function testSettings(dir: string, overrides: Partial<Settings> = {}): Se
     hostPid: 'auto',
     logLevel: 'debug',
     mountTimeoutMs: 10_000,
+    fuseDiskFreeMb: 512,
     ossDefaults: {},
     scope: 'local',
     ...overrides,

@@ -198,9 +198,10 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     let r = await pending;
     const took = Date.now() - t0;
     t.diagnostic(`blackholed: Mount failed after ${took} ms; Get+List+Path meanwhile took at most ${Math.max(...slowest).toFixed(1)} ms`);
-    assert.match(String(r.json.Err), /volume flaky: mounting bucket bucket-one at .* failed: s3fs did not finish mounting within 6 s/);
-    // The deadline, then up to 4 s to stop a client that ignores SIGTERM, and the lazy unmount.
-    assert.ok(took < 6000 + 6000, `Mount took ${took} ms`);
+    assert.match(String(r.json.Err), /volume flaky: mounting bucket bucket-one at .* failed: s3fs did not finish mounting within \d s/);
+    // One deadline for the whole call (OSSNAS_MOUNT_TIMEOUT=6), stopping the client and undoing
+    // its mount included; the slack is for a loaded machine's timers only.
+    assert.ok(took < 6000 + 2000, `Mount took ${took} ms`);
     assert.ok(answeredWhileMounting, `Get/List/Path waited on the backend: ${Math.max(...slowest)} ms`);
     assert.ok(Math.max(...slowest) < 1000, `Get/List/Path took ${Math.max(...slowest)} ms`);
     assert.equal(await fuseMountAt(path.join(plugin.mountRoot, 'flaky')), undefined, 'nothing left mounted');

@@ -113,6 +113,7 @@ describe('settings', () => {
     assert.equal(s.hostPid, 'auto');
     assert.equal(s.logLevel, 'info');
     assert.equal(s.mountTimeoutMs, 20_000);
+    assert.equal(s.fuseDiskFreeMb, 512);
     assert.deepEqual(s.ossDefaults, {});
     assert.deepEqual(loadSettings({ OSSNAS_DEFAULT_URL: ' http://s3:9000 ', OSSNAS_DEFAULT_CREDENTIALS: 'team' }).ossDefaults, {
       url: 'http://s3:9000',
@@ -132,6 +133,8 @@ describe('settings', () => {
     assert.throws(() => loadSettings({ LOG_LEVEL: 'loud' }), /LOG_LEVEL must be one of/);
     assert.throws(() => loadSettings({ OSSNAS_MOUNT_TIMEOUT: '0' }), /OSSNAS_MOUNT_TIMEOUT must be seconds/);
     assert.throws(() => loadSettings({ SCOPE: 'cluster' }), /SCOPE must be local or global, got 'cluster'/);
+    assert.throws(() => loadSettings({ OSSNAS_FUSE_DISKFREE: '1G' }), /OSSNAS_FUSE_DISKFREE must be megabytes \(a whole number, 0 for none\), got '1G'/);
+    assert.equal(loadSettings({ OSSNAS_FUSE_DISKFREE: '0' }).fuseDiskFreeMb, 0);
   });
   it('scope: local unless set to global', () => {
     assert.equal(loadSettings({}).scope, 'local');

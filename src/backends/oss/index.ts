@@ -7,6 +7,7 @@ import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files
 import type { Deadline } from '../../host/deadline.js';
 import { adoptFuseClient, FUSE_STOP_MS, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
 import { probeTcp, resolveHost } from '../../host/net.js';
+import { ensureMemoryDir } from '../../host/tmpfs.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { clientRuntime } from './client-runtime.js';
@@ -81,6 +82,19 @@ export function clientArgs(spec: OssSpec, target: string, ownOptions: string[]):
   return [source, target, '-f', ...[...o, ...extra].flatMap((x) => ['-o', x])];
 }
 
+/**
+ * The client's temporary files go to the state filesystem (see client-runtime.ts), where the
+ * plugin's state and disk images live: one container writing a large file must not fill it.
+ * s3fs's ensure_diskfree makes the client leave that much free (ossfs, its fork, has it too),
+ * unless the volume asks for its own value. s3fs then refuses to start with less free than this
+ * plus multipart_size x parallel_count, and 1.90 fails a write that would need more with EIO
+ * (s3fs-fuse#1768) where it would otherwise have filled the filesystem.
+ */
+function diskFreeOptions(spec: OssSpec, settings: Settings): string[] {
+  if (settings.fuseDiskFreeMb === 0 || /-o ensure_diskfree=/.test(spec.otherOpts)) return [];
+  return [`ensure_diskfree=${settings.fuseDiskFreeMb}`];
+}
+
 /** How long the endpoint may take to resolve, then to accept a TCP connection, before Mount gives up on it. */
 const PROBE_MS = 3000;
 
@@ -130,6 +144,21 @@ export function checkOssDefaults(defaults: Settings['ossDefaults']): Settings['o
     throw new SettingsError(`OSSNAS_DEFAULT_CREDENTIALS: expected ${PROFILE_NAME_RULE}`);
   }
   return { ...(url && { url }), ...(defaults.credentials && { credentials: defaults.credentials }) };
+}
+
+let memoryRunDir: Promise<unknown> | undefined;
+/** The run directory in memory, made once per process; a failure is tried again at the next mount. */
+async function requireMemoryRunDir(dir: string, ctx: BackendContext): Promise<void> {
+  memoryRunDir ??= ensureMemoryDir(dir).then(
+    (how) => how === 'mounted' && ctx.log.info({ dir }, 'a tmpfs was mounted for the keys handed to FUSE clients'),
+    (err: Error) => {
+      memoryRunDir = undefined;
+      throw new BackendError(
+        `keys for the FUSE client are only handed over in memory, and ${dir} (OSSNAS_RUN_DIR) is not on a tmpfs and could not be made one: ${err.message}`,
+      );
+    },
+  );
+  await memoryRunDir;
 }
 
 export class OssBackend implements Backend {
@@ -184,13 +213,14 @@ export class OssBackend implements Backend {
     try {
       const handoff = credentialHandoff(client, spec, creds, dir);
       if (handoff.file) {
+        await requireMemoryRunDir(ctx.settings.runDir, ctx);
         await ensureDir(dir, 0o700);
         await writePrivateFile(handoff.file.path, handoff.file.text);
         credFile = handoff.file.path;
       }
       const daemon = await startFuseDaemon({
         command: client,
-        args: clientArgs(spec, target, [...runtime.options, ...handoff.options]),
+        args: clientArgs(spec, target, [...runtime.options, ...diskFreeOptions(spec, ctx.settings), ...handoff.options]),
         env: { PATH: CLIENT_PATH, HOME: dir, ...runtime.env, ...handoff.env },
         cwd: runtime.cwd,
         target,
@@ -202,7 +232,12 @@ export class OssBackend implements Backend {
       });
       this.watch(name, target, daemon, ctx);
     } catch (err) {
-      if (err instanceof FuseMountError) throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}`);
+      if (err instanceof FuseMountError) {
+        const hint = /no enough disk space/i.test(err.message)
+          ? `; the filesystem of ${ctx.settings.stateDir} has less free space than the client must leave (OSSNAS_FUSE_DISKFREE=${ctx.settings.fuseDiskFreeMb} MB, plus about 50 MB)`
+          : '';
+        throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}${hint}`);
+      }
       throw err;
     } finally {
       // The client has read its keys by the time the mount is ready (or it has given up).
