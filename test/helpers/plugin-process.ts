@@ -108,7 +108,8 @@ export async function finishPlugin(plugin: PluginProcess | undefined): Promise<v
   await plugin.stop();
   const left = (await readMounts()).filter((m) => m.mountPoint.startsWith(plugin.dir + '/'));
   for (const m of left.reverse()) {
-    console.error('left mounted:', m);
+    // The plugin's own tmpfs for FUSE clients' keys stays by design (a restart uses it again).
+    if (m.mountPoint !== plugin.runDir) console.error('left mounted:', m);
     await execa('umount', ['-l', m.mountPoint], { reject: false });
   }
   await rm(plugin.dir, { recursive: true, force: true });
