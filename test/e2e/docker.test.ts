@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { readMounts } from '../../src/host/mountinfo.js';
 import {
   CONTAINER_LABEL,
   docker,
@@ -232,6 +233,9 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
       const files = await filesContaining(runDir, INLINE_SECRET);
       t.diagnostic(`files under the plugin's /run/ossnas holding the secret while mounted: ${files.length}`);
       assert.deepEqual(files, [], 'a file in the plugin still holds the secret after the mount');
+      // And it never reached a disk: the plugin's /run is on its rootfs, so a tmpfs was mounted there.
+      const runMount = (await readMounts(`/proc/${pid}/mountinfo`)).find((m) => m.mountPoint === '/run/ossnas');
+      assert.equal(runMount?.fsType, 'tmpfs', `the plugin's /run/ossnas is not in memory: ${JSON.stringify(runMount)}`);
     } finally {
       await docker(['rm', '-f', c]);
     }
