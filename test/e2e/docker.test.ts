@@ -35,8 +35,9 @@ const PROFILE = 'e2e-profile';
 const RUN = randomBytes(3).toString('hex');
 const VOL = `ossnas-e2e-${RUN}-data`;
 const INLINE_VOL = `ossnas-e2e-${RUN}-inline`;
-// s3rver knows only the access key S3RVER; it does not check V4 signatures (s3fs' default),
-// so any secret mounts, and this one is easy to find wherever it leaks.
+// The S3 server checks signatures: the profile's key pair is its default S3RVER:S3RVER, and the
+// inline volume's secret, easy to find wherever it leaks, comes with a key id of its own.
+const INLINE_KEY_ID = 'OSSNASE2EINLINE';
 const INLINE_SECRET = `ossnasE2eSecret${RUN}XyZ`;
 
 type Status = Record<string, unknown>;
@@ -76,7 +77,7 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     logPath = await dockerdLogPath();
     if (logPath) logStart = (await stat(logPath)).size;
 
-    s3 = await startS3([BUCKET]);
+    s3 = await startS3([BUCKET], { keys: { S3RVER: 'S3RVER', [INLINE_KEY_ID]: INLINE_SECRET } });
     cleanups.push(() => s3.stop());
     const state = await tempDir('ossnas-e2e-state-');
     const creds = await tempDir('ossnas-e2e-creds-');
@@ -203,7 +204,7 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
 
   it('inline credentials: the secret is not in Status, the plugin log, nor any command line', async (t) => {
     await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
-      '-o', 'akId=S3RVER', '-o', `akSecret=${INLINE_SECRET}`, '-o', 'path=/inline', INLINE_VOL]);
+      '-o', `akId=${INLINE_KEY_ID}`, '-o', `akSecret=${INLINE_SECRET}`, '-o', 'path=/inline', INLINE_VOL]);
     const v = await inspectVolume(INLINE_VOL);
     assert.equal(v.Status?.credentials, 'inline');
     assert.equal(v.Status?.path, '/inline');

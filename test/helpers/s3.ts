@@ -1,4 +1,6 @@
-// A real S3 server (s3rver) on 127.0.0.1 with its own data directory, in a process of its own.
+// A real S3 server (s3rver) on 127.0.0.1 with its own data directory, in a process of its own,
+// behind a front that checks request signatures against the test's key pairs as S3 and OSS do
+// (s3rver alone checks no V4 signature: a wrong secret would mount). See s3-server.ts.
 // Not in the test's process: a spawn from the test process while it holds a file open on an s3fs
 // mount closes that file in the child before exec; s3fs then uploads it, and an s3rver in the
 // spawning process (its event loop blocked in the spawn) could never answer: both wait for ever.
@@ -7,46 +9,64 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { tempDir } from './env.js';
 import { REPO_ROOT } from './plugin-process.js';
+import type { Refusal } from './s3-auth/front.js';
+import { DEFAULT_KEYS, type KeySet } from './s3-auth/keys.js';
+import type { FromServer, ToServer } from './s3-server.js';
+
+export type { KeySet } from './s3-auth/keys.js';
+export type { Refusal } from './s3-auth/front.js';
 
 export interface S3Server {
   url: string;
   port: number;
   pid: number;
   dir: string;
-  /** The object's content, read back over HTTP (s3rver answers anonymous GETs), or undefined. */
+  /** The object's content, read back over HTTP (anonymous GETs are answered), or undefined. */
   getObject(bucket: string, key: string): Promise<string | undefined>;
   /** Object keys stored on disk for a bucket. */
   keys(bucket: string): Promise<string[]>;
+  /** From now on only these key pairs sign (a rotation: the old ones are refused). */
+  setKeys(keys: KeySet): Promise<void>;
+  /** Every request the front refused so far, oldest first. */
+  refusals(): Refusal[];
   stop(): Promise<void>;
 }
 
-const S3RVER_BIN = path.join(REPO_ROOT, 'node_modules', 's3rver', 'bin', 's3rver.js');
+export interface S3Options {
+  /** Access key id -> secret (or an STS key's secret and token); default S3RVER:S3RVER. */
+  keys?: KeySet;
+}
+
+const SERVER_SCRIPT = path.join(REPO_ROOT, 'test', 'helpers', 's3-server.ts');
 const START_TIMEOUT_MS = 15_000;
 
-export async function startS3(buckets: string[]): Promise<S3Server> {
+export async function startS3(buckets: string[], options: S3Options = {}): Promise<S3Server> {
   const t = await tempDir('ossnas-s3-');
-  const args = [S3RVER_BIN, '-d', t.dir, '-a', '127.0.0.1', '-p', '0', '-s', ...buckets.flatMap((b) => ['--configure-bucket', b])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // tsx from the repository (cwd), as the tests themselves run.
+  const child = spawn(process.execPath, ['--import', 'tsx', SERVER_SCRIPT], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   // A test process that ends without stop() (a crash, a cancelled run) takes its server along.
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
+  const send = (m: ToServer) => child.send(m);
+  const refused: Refusal[] = [];
+  const keysSet: Array<() => void> = [];
   let out = '';
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`s3rver did not start within ${START_TIMEOUT_MS} ms: ${out}`)), START_TIMEOUT_MS);
-    const onData = (c: Buffer) => {
-      out += String(c);
-      const m = /listening on [^\s:]+:(\d+)/.exec(out);
-      if (m) {
+    const timer = setTimeout(() => reject(new Error(`the S3 server did not start within ${START_TIMEOUT_MS} ms: ${out}`)), START_TIMEOUT_MS);
+    child.stdout!.on('data', (c: Buffer) => (out += String(c)));
+    child.stderr!.on('data', (c: Buffer) => (out += String(c)));
+    child.on('message', (m: FromServer) => {
+      if (m.type === 'ready') send({ type: 'start', dir: t.dir, buckets, keys: options.keys ?? DEFAULT_KEYS });
+      else if (m.type === 'listening') {
         clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
+        resolve(m.port);
+      } else if (m.type === 'refused') refused.push(m.refusal);
+      else if (m.type === 'keys-set') keysSet.shift()?.();
+    });
     void exited.then(() => {
       clearTimeout(timer);
-      reject(new Error(`s3rver exited before listening: ${out}`));
+      reject(new Error(`the S3 server exited before listening: ${out}`));
     });
   }).catch(async (err: unknown) => {
     child.kill('SIGKILL');
@@ -74,6 +94,13 @@ export async function startS3(buckets: string[]): Promise<S3Server> {
       await walk(path.join(t.dir, bucket), '');
       return found.sort();
     },
+    setKeys(keys) {
+      return new Promise<void>((resolve) => {
+        keysSet.push(resolve);
+        send({ type: 'keys', keys });
+      });
+    },
+    refusals: () => [...refused],
     async stop() {
       process.off('exit', killOnExit);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
