@@ -161,6 +161,22 @@ async function requireMemoryRunDir(dir: string, ctx: BackendContext): Promise<vo
   await memoryRunDir;
 }
 
+/**
+ * What the client's own words mean for the operator, for the failures it words obscurely. s3fs
+ * 1.90 says "invalid credentials" alike for an unknown key id, a wrong secret and a wrong token,
+ * after a line about retrying with another signature that points at the network instead.
+ */
+function hintFor(said: string, spec: OssSpec, settings: Settings): string {
+  if (/invalid credentials/i.test(said)) {
+    const which = spec.credentials ? `of profile '${spec.credentials}'` : spec.akId ? 'given inline (akId, akSecret)' : 'of the plugin-wide default';
+    return ` (the endpoint refused the credentials ${which}: check the access key id, the secret${spec.credentials || spec.securityToken ? ' and the STS token' : ''})`;
+  }
+  if (/no enough disk space/i.test(said)) {
+    return ` (the filesystem of ${settings.stateDir} has less free space than the client must leave: OSSNAS_FUSE_DISKFREE=${settings.fuseDiskFreeMb} MB, plus about 50 MB)`;
+  }
+  return '';
+}
+
 export class OssBackend implements Backend {
   readonly type = 'oss';
   readonly keys = OSS_KEYS;
@@ -232,12 +248,7 @@ export class OssBackend implements Backend {
       });
       this.watch(name, target, daemon, ctx);
     } catch (err) {
-      if (err instanceof FuseMountError) {
-        const hint = /no enough disk space/i.test(err.message)
-          ? `; the filesystem of ${ctx.settings.stateDir} has less free space than the client must leave (OSSNAS_FUSE_DISKFREE=${ctx.settings.fuseDiskFreeMb} MB, plus about 50 MB)`
-          : '';
-        throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}${hint}`);
-      }
+      if (err instanceof FuseMountError) throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}${hintFor(err.message, spec, ctx.settings)}`);
       throw err;
     } finally {
       // The client has read its keys by the time the mount is ready (or it has given up).
