@@ -29,7 +29,8 @@ import { KeyedMutex } from './keyed-mutex.js';
 import { validateVolumeName } from './names.js';
 import type { Call, VolumeDriverProtocol, VolumeInfo } from './protocol.js';
 import { restore, RetrySchedule, type RepairOutcome, type Restorable, type RestoreReport } from './restore.js';
-import { countRefs, openState, refCount, StateWriteError, type StateOptions, type StateStore, type VolumeRecord } from './state.js';
+import { countRefs, openState, refCount, sameRecord, StateWriteError, type StateOptions, type StateStore, type VolumeRecord } from './state.js';
+import { health, markMounted, withError, type Health } from './health.js';
 import { VolumeMount, type MountHost } from './volume.js';
 
 export type { VolumeInfo } from './protocol.js';
@@ -157,8 +158,14 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     });
   }
 
-  /** Saves a new record (null: the volume is gone) and makes it the driver's; a failure changes nothing. */
+  /**
+   * Saves a new record (null: the volume is gone) and makes it the driver's; a failure changes
+   * nothing. A record that says what the current one says is not written: such a call (a Mount of
+   * an ID that was already counted once) then works on a full state filesystem too.
+   */
   private async commit(name: string, next: VolumeRecord | null): Promise<void> {
+    const current = this.find(name);
+    if (next && current && sameRecord(current, next)) return;
     try {
       await this.db.put(name, next);
     } catch (err) {
@@ -603,26 +610,6 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     await this.db.compact().catch((err: Error) => this.log.warn({ err: err.message }, 'no state snapshot at stop; the journal keeps every change'));
     await this.db.close();
   }
-}
-
-type Health = 'ok' | 'idle' | 'error';
-
-/** What Status calls health: the last mount attempt failed or a mount was lost; else mounted or not. */
-function health(v: VolumeRecord): Health {
-  return v.lastError ? 'error' : v.mounted ? 'ok' : 'idle';
-}
-
-/** The record with a mount (which clears the last error) or its end, and when Status's health last changed. */
-function markMounted(v: VolumeRecord, mounted: boolean): VolumeRecord {
-  const { lastError, ...rest } = v;
-  const next: VolumeRecord = mounted ? { ...rest, mounted } : { ...v, mounted };
-  return health(next) === health(v) ? next : { ...next, since: new Date().toISOString() };
-}
-
-/** The record with a failure kept for Status. */
-function withError(v: VolumeRecord, message: string): VolumeRecord {
-  const at = new Date().toISOString();
-  return { ...v, lastError: { message, at }, ...(health(v) !== 'error' && { since: at }) };
 }
 
 function callerGone(volume: string): VolumeError {

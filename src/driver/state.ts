@@ -391,6 +391,21 @@ export async function openState(stateDir: string, opts: StateOptions = {}): Prom
   return store;
 }
 
+/** Whether two records say the same: saving the second would change nothing on disk. */
+export function sameRecord(a: VolumeRecord, b: VolumeRecord): boolean {
+  if (a.mounts.size !== b.mounts.size) return false;
+  for (const [id, n] of a.mounts) if (b.mounts.get(id) !== n) return false;
+  return (
+    a.name === b.name &&
+    a.createdAt === b.createdAt &&
+    a.options === b.options &&
+    a.mounted === b.mounted &&
+    a.since === b.since &&
+    a.lastError?.message === b.lastError?.message &&
+    a.lastError?.at === b.lastError?.at
+  );
+}
+
 /** References held over all mount IDs. */
 export function countRefs(mounts: ReadonlyMap<string, number>): number {
   let n = 0;
