@@ -186,9 +186,8 @@ export class NasBackend implements Backend {
 
   /**
    * Called only when no reference is left. A server that answers gets time to take the last
-   * writes; one that is gone cannot, so its requests are aborted (-f) rather than waited for.
-   * A server that accepts connections but does not answer is not known to be gone: never -f
-   * then (it aborts the I/O of every mount of that server), only a lazy detach at the end.
+   * writes; for one that is gone a plain umount would wait for ever, so it is detached (lazily:
+   * the kernel still writes what is left when the server returns). Never forced: see unmount.ts.
    */
   async unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
@@ -197,8 +196,8 @@ export class NasBackend implements Backend {
       const gone = await resolveHost(spec.server, deadline.budget(2000))
         .then((address) => probeTcp(address, nfsPort(spec), deadline.budget(2000)))
         .then(() => false, () => true);
-      const plainMs = deadline.budget(gone ? 2000 : 15_000, FALLBACK_STEP_MS * (gone ? 2 : 1), 500);
-      const how = await unmountKernelMount(ns, await ns.hostPath(target), { plainMs, force: gone });
+      const plainMs = deadline.budget(gone ? 2000 : 15_000, FALLBACK_STEP_MS, 500);
+      const how = await unmountKernelMount(ns, await ns.hostPath(target), { plainMs });
       if (how === 'unmounted') ctx.log.debug({ volume: name, how, serverGone: gone }, 'NFS mount unmounted');
       else ctx.log.warn({ volume: name, how, serverGone: gone }, 'the NFS mount did not unmount cleanly; it was detached');
     } catch (err) {
