@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { ALLOWED_OTHER_OPTS } from '../../src/backends/oss/other-opts.js';
 import { readMounts } from '../../src/host/mountinfo.js';
+import { isMemoryBacked } from '../../src/host/tmpfs.js';
 import { fuseClientPid, processesWith } from '../helpers/docker.js';
 import { rootSkipReason } from '../helpers/env.js';
 import { finishPlugin, startPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
@@ -58,6 +59,8 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
 
     // The passwd file is gone once the mount is ready, and no argv carries the secret.
     assert.deepEqual(await readdir(path.join(plugin.runDir, 'oss', 'data')).catch(() => []), []);
+    // It was never on a disk: the run directory is a tmpfs (the plugin mounted one, as it was not).
+    assert.equal(await isMemoryBacked(plugin.runDir), true, 'the keys were handed over on a disk');
     assert.deepEqual(await processesWith(SECRET), [], 'a process argv holds the secret');
 
     const st = (await call('Get', { Name: 'data' })).json.Volume as { Status: Record<string, unknown> };

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { VolumeError } from '../../src/driver/errors.js';
 import { loadState } from '../../src/driver/state.js';
+import { RetrySchedule } from '../../src/driver/restore.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
 import { fakeDriver } from '../helpers/fake-driver.js';
 import { tempDir } from '../helpers/env.js';
@@ -506,6 +507,45 @@ describe('restore after a start', () => {
     await until(() => again.get('v').Status?.mounted === true); // the first retry comes after 2 s
     assert.equal(again.get('v').Status?.health, 'ok');
     again.close();
+  });
+
+  it('retry schedule: one timer per volume, with backoff that starts again after a success', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const ran: string[] = [];
+    const schedule = new RetrySchedule((name) => ran.push(name));
+    for (let i = 0; i < 5; i++) schedule.failed('v'); // lost five times while a retry waits
+    schedule.failed('w');
+    assert.equal(schedule.pending, 2);
+    t.mock.timers.tick(2000);
+    assert.deepEqual(ran.sort(), ['v', 'w'], 'five losses made one retry');
+    schedule.failed('v'); // the retry failed too: the next one waits twice as long
+    t.mock.timers.tick(2000);
+    assert.deepEqual(ran.filter((n) => n === 'v').length, 1);
+    t.mock.timers.tick(2000);
+    assert.deepEqual(ran.filter((n) => n === 'v').length, 2);
+    schedule.succeeded('v');
+    schedule.failed('v');
+    t.mock.timers.tick(2000);
+    assert.deepEqual(ran.filter((n) => n === 'v').length, 3, 'after a success the backoff starts at 2 s again');
+    schedule.close();
+  });
+
+  it('keeps one retry per volume, however often its mount is lost while its backend is down', async () => {
+    const { driver, fake, settings } = await setup();
+    await driver.create('v', opts);
+    await driver.create('w', opts);
+    await driver.mount('v', 'A');
+    await driver.mount('w', 'B');
+    fake.failNextMounts = 1000; // the backend is down from now on
+    for (let i = 0; i < 5; i++) {
+      fake.loseMount('v', path.join(settings.mountRoot, 'v'));
+      fake.loseMount('w', path.join(settings.mountRoot, 'w'));
+    }
+    await until(() => fake.calls.filter((c) => c === 'mount v').length >= 2 && fake.calls.filter((c) => c === 'mount w').length >= 2);
+    await new Promise((r) => setTimeout(r, 100)); // every repair that was started has failed by now
+    assert.equal(driver.pendingRetries, 2, 'one pending retry per volume');
+    driver.close();
+    assert.equal(driver.pendingRetries, 0);
   });
 
   it('repairs a mount whose client died while containers hold it', async () => {
