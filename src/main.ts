@@ -99,7 +99,10 @@ function installStopHandlers(server: http.Server, driver: VolumeDriver, log: Log
     force.unref();
     driver.close();
     server.close(() => {
-      void driver.flush().finally(() => process.exit(0));
+      void driver
+        .flush()
+        .then(async () => (await import('./host/tmpfs.js')).releaseMemoryDirs())
+        .finally(() => process.exit(0));
     });
     // dockerd keeps its connection alive: close each as soon as its call in flight is answered.
     server.closeIdleConnections();

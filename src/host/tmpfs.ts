@@ -23,6 +23,19 @@ export async function ensureMemoryDir(dir: string): Promise<'already' | 'mounted
   await ensureDir(dir, 0o700);
   if (await isMemoryBacked(dir)) return 'already';
   await run('mount', ['-t', 'tmpfs', '-o', 'mode=0700,size=4m,nosuid,nodev,noexec', 'ossnas-run', dir], { timeoutMs: 5000 });
+  mountedHere.add(dir);
   if (!(await isMemoryBacked(dir))) throw new Error(`a tmpfs was mounted on ${dir}, but ${dir} is still not in memory`);
   return 'mounted';
+}
+
+const mountedHere = new Set<string>();
+
+/**
+ * At a clean stop: the tmpfs this process mounted goes (a plain host process's would otherwise
+ * stay on the host's directory). Nothing in it is needed: a key file lives only while its client
+ * starts, and a stop waits for calls in flight.
+ */
+export async function releaseMemoryDirs(): Promise<void> {
+  for (const dir of mountedHere) await run('umount', ['-l', dir], { timeoutMs: 2000 }).catch(() => undefined);
+  mountedHere.clear();
 }

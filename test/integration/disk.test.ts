@@ -114,12 +114,19 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
     assert.equal(await readFile(path.join(mp2, 'on-device.txt'), 'utf8'), 'dev data');
     await call('Unmount', { Name: 'dev2', ID: ID(8) });
 
-    // Asked for xfs on an ext4 device: refused, naming both, and the data is untouched.
-    await call('Create', { Name: 'dev3', Opts: { type: 'disk', device: dev, fsType: 'xfs' } });
-    r = await call('Mount', { Name: 'dev3', ID: ID(9) });
-    assert.match(String(r.json.Err), new RegExp(`device ${dev} holds a ext4 filesystem, not xfs; it is never reformatted`));
+    // A second volume on the device while dev2 has it: refused at Create, naming both.
+    r = await call('Create', { Name: 'dev3', Opts: { type: 'disk', device: dev, fsType: 'xfs' } });
+    assert.match(String(r.json.Err), new RegExp(`volume dev3: device ${dev} is already used by volume dev2`));
     const st = ((await call('Get', { Name: 'dev2' })).json.Volume as { Status: Record<string, unknown> }).Status;
     assert.deepEqual([st.device, st.fsType], [dev, 'ext4']);
+    assert.deepEqual((await call('Remove', { Name: 'dev2' })).json, { Err: '' });
+
+    // Asked for xfs on an ext4 device: refused, naming both, and the data is untouched.
+    assert.deepEqual((await call('Create', { Name: 'dev3', Opts: { type: 'disk', device: dev, fsType: 'xfs' } })).json, { Err: '' });
+    r = await call('Mount', { Name: 'dev3', ID: ID(9) });
+    assert.match(String(r.json.Err), new RegExp(`device ${dev} holds a ext4 filesystem, not xfs; it is never reformatted`));
+    assert.deepEqual((await call('Remove', { Name: 'dev3' })).json, { Err: '' });
+    assert.equal((await execa('blkid', ['-o', 'value', '-s', 'TYPE', dev])).stdout.trim(), 'ext4', 'the device was reformatted');
   });
 
   it('never formats a whole disk whose partitions hold the data (a partition table, no filesystem)', async (t) => {
