@@ -3,7 +3,9 @@
 // to call twice and after a failure, so that `after` can always call it: a frozen filesystem or a
 // stopped FUSE client left behind would hang the machine's later tests.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readlink, statfs, truncate, writeFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { mkdir, open, readFile, readlink, statfs, truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
 
@@ -111,6 +113,20 @@ export async function privateMountNamespace(undo: Undo): Promise<number> {
 
 async function readMountNs(pid: number | 'self'): Promise<string | undefined> {
   return readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
+}
+
+/**
+ * Every live FUSE client (s3fs) with `mountpoint` in its argv, stopped ones included: a second
+ * client started beside a stopped one must count, whichever /proc lists first.
+ */
+export async function fuseClients(mountpoint: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const argv = (await readFile(`/proc/${e}/cmdline`, 'latin1').catch(() => '')).split('\0');
+    if (path.basename(argv[0] ?? '') === 's3fs' && argv.slice(1).includes(mountpoint)) pids.push(Number(e));
+  }
+  return pids;
 }
 
 /** Stops `pid` (SIGSTOP); `undo` continues it, so that it can be killed or finish. */
