@@ -144,6 +144,9 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
     assert.equal(r.status, 500);
     assert.equal(r.json.Err, `volume second: device ${one} is already used by volume first; two volumes on one device would format and mount it twice`);
     assert.match((await call('Get', { Name: 'second' })).text, /volume second not found/);
+    // The same device spelled otherwise is the same device.
+    r = await call('Create', { Name: 'second', Opts: { type: 'disk', device: one.replace('/dev/', '/dev//') } });
+    assert.equal(r.json.Err, `volume second: device ${one} is already used by volume first; two volumes on one device would format and mount it twice`);
 
     // Both at once: neither is recorded yet when the other is checked, and still only one wins.
     const names = ['race-a', 'race-b'];
