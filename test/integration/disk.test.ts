@@ -113,20 +113,62 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
     const mp2 = String((await call('Mount', { Name: 'dev2', ID: ID(8) })).json.Mountpoint);
     assert.equal(await readFile(path.join(mp2, 'on-device.txt'), 'utf8'), 'dev data');
     await call('Unmount', { Name: 'dev2', ID: ID(8) });
-
-    // A second volume on the device while dev2 has it: refused at Create, naming both.
-    r = await call('Create', { Name: 'dev3', Opts: { type: 'disk', device: dev, fsType: 'xfs' } });
-    assert.match(String(r.json.Err), new RegExp(`volume dev3: device ${dev} is already used by volume dev2`));
-    const st = ((await call('Get', { Name: 'dev2' })).json.Volume as { Status: Record<string, unknown> }).Status;
-    assert.deepEqual([st.device, st.fsType], [dev, 'ext4']);
+    // A device is one volume's at a time (see below): dev2 goes before dev3 may use it.
     assert.deepEqual((await call('Remove', { Name: 'dev2' })).json, { Err: '' });
 
     // Asked for xfs on an ext4 device: refused, naming both, and the data is untouched.
     assert.deepEqual((await call('Create', { Name: 'dev3', Opts: { type: 'disk', device: dev, fsType: 'xfs' } })).json, { Err: '' });
     r = await call('Mount', { Name: 'dev3', ID: ID(9) });
     assert.match(String(r.json.Err), new RegExp(`device ${dev} holds a ext4 filesystem, not xfs; it is never reformatted`));
+    assert.equal((await execa('blkid', ['-p', '-o', 'value', '-s', 'TYPE', dev])).stdout, 'ext4', 'the filesystem is intact');
+    // Loop device names are reused once detached: a volume left recorded on this one would claim the next test's.
     assert.deepEqual((await call('Remove', { Name: 'dev3' })).json, { Err: '' });
-    assert.equal((await execa('blkid', ['-o', 'value', '-s', 'TYPE', dev])).stdout.trim(), 'ext4', 'the device was reformatted');
+  });
+
+  it('refuses a second volume on a device another volume uses, naming both, also when both Creates arrive at once; the first one works', async (t) => {
+    const devs: string[] = [];
+    for (const n of [1, 2]) {
+      const img = path.join(plugin.dir, `shared-${n}.img`);
+      await writeFile(img, '');
+      await truncate(img, 32 * 2 ** 20);
+      devs.push((await execa('losetup', ['--find', '--show', img])).stdout.trim());
+    }
+    t.after(async () => {
+      for (const d of devs) await execa('losetup', ['-d', d], { reject: false });
+    });
+    const [one, two] = devs as [string, string];
+
+    // One after the other: the second is refused, and says which device and which volume.
+    assert.deepEqual((await call('Create', { Name: 'first', Opts: { type: 'disk', device: one } })).json, { Err: '' });
+    let r = await call('Create', { Name: 'second', Opts: { type: 'disk', device: one } });
+    assert.equal(r.status, 500);
+    assert.equal(r.json.Err, `volume second: device ${one} is already used by volume first; two volumes on one device would format and mount it twice`);
+    assert.match((await call('Get', { Name: 'second' })).text, /volume second not found/);
+    // The same device spelled otherwise is the same device.
+    r = await call('Create', { Name: 'second', Opts: { type: 'disk', device: one.replace('/dev/', '/dev//') } });
+    assert.equal(r.json.Err, `volume second: device ${one} is already used by volume first; two volumes on one device would format and mount it twice`);
+
+    // Both at once: neither is recorded yet when the other is checked, and still only one wins.
+    const names = ['race-a', 'race-b'];
+    const replies = await Promise.all(names.map((Name) => call('Create', { Name, Opts: { type: 'disk', device: two } })));
+    const won = names.filter((_, i) => replies[i]!.json.Err === '');
+    assert.equal(won.length, 1, `exactly one Create wins: ${replies.map((x) => x.text).join(' | ')}`);
+    const lost = names.find((n) => n !== won[0])!;
+    assert.equal(replies[names.indexOf(lost)]!.json.Err, `volume ${lost}: device ${two} is already used by volume ${won[0]}; two volumes on one device would format and mount it twice`);
+    assert.equal(((await call('List', {})).json.Volumes as Array<{ Name: string }>).filter((v) => names.includes(v.Name)).length, 1);
+
+    // The volumes that won mount and keep data.
+    for (const [name, dev] of [['first', one], [won[0]!, two]] as const) {
+      r = await call('Mount', { Name: name, ID: ID(1) });
+      assert.equal(r.status, 200, r.text);
+      const mp = String(r.json.Mountpoint);
+      assert.equal((await mountAt(mp))?.source, dev);
+      await writeFile(path.join(mp, 'mine.txt'), name);
+      assert.equal(await readFile(path.join(mp, 'mine.txt'), 'utf8'), name);
+      assert.deepEqual((await call('Unmount', { Name: name, ID: ID(1) })).json, { Err: '' });
+      assert.equal(await mountAt(mp), undefined);
+      assert.deepEqual((await call('Remove', { Name: name })).json, { Err: '' });
+    }
   });
 
   it('never formats a whole disk whose partitions hold the data (a partition table, no filesystem)', async (t) => {

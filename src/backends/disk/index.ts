@@ -62,10 +62,13 @@ export class DiskBackend implements Backend {
     return fromSpec(toSpec(options));
   }
 
-  /** A device is one volume's: two would format it twice, or mount one filesystem twice. */
+  /**
+   * A device is one volume's: two would format it twice, or mount one filesystem twice. One
+   * spelling per path (/dev//vdb is /dev/vdb); symlinks such as /dev/disk/by-id/... are not resolved.
+   */
   exclusiveUse(options: VolumeOptions): string | undefined {
     const { device } = toSpec(options);
-    return device && `device ${device}`;
+    return device && `device ${path.posix.normalize(device)}`;
   }
 
   async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
