@@ -30,10 +30,11 @@ export interface Backend {
   /** Checks that need the plugin's surroundings (a credentials profile exists). Runs at Create. */
   check(options: VolumeOptions, ctx: BackendContext): Promise<void>;
   /**
-   * What this volume needs for itself alone, if anything (a block device): Create refuses a second
-   * volume with the same answer, so that two volumes never format or mount one device.
+   * What this volume needs for itself alone, if anything (a block device): `key` tells it apart
+   * whatever name it is given by, `shown` names it in messages. Create refuses a second volume
+   * with the same key, so that two volumes never format or mount one device.
    */
-  exclusiveUse?(options: VolumeOptions): string | undefined;
+  exclusiveUse?(options: VolumeOptions, ctx: BackendContext): Promise<{ key: string; shown: string } | undefined>;
   /** Where the data lives, for Status; never a secret. */
   describe(options: VolumeOptions): Record<string, unknown>;
   /**

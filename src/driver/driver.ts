@@ -77,8 +77,10 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
   private readonly described = new WeakMap<VolumeRecord['options'], Record<string, unknown>>();
   /** List's answer, rebuilt after a Create or Remove (the only changes it shows). */
   private listed: readonly VolumeInfo[] | undefined;
-  /** What Creates in flight claimed for themselves alone (see claimExclusive), by what -> volume. */
+  /** What Creates in flight claimed for themselves alone (see claimExclusive), by key -> volume. */
   private readonly claims = new Map<string, string>();
+  /** Recorded volumes' exclusive use (a device number), by their options: asked once. */
+  private readonly exclusive = new WeakMap<VolumeRecord['options'], Promise<{ key: string; shown: string } | undefined>>();
 
   private constructor(
     private readonly settings: Settings,
@@ -197,7 +199,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
         );
       }
       // Claimed before the checks: Creates of other names run side by side with this one.
-      const release = this.claimExclusive(volume, backend, options);
+      const release = await this.claimExclusive(volume, backend, options);
       try {
         try {
           await backend.check(options, this.ctx);
@@ -220,18 +222,35 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
    * Refuses a volume that would share what must be its own (a block device) with another volume,
    * recorded or being created. Returns the claim to drop once the record holds it (or Create failed).
    */
-  private claimExclusive(volume: string, backend: Backend, options: Record<string, string>): () => void {
-    const mine = backend.exclusiveUse?.(options);
+  private async claimExclusive(volume: string, backend: Backend, options: Record<string, string>): Promise<() => void> {
+    const mine = await backend.exclusiveUse?.(options, this.ctx);
     if (!mine) return () => undefined;
     const refuse = (other: string) =>
-      new VolumeError('conflict', `volume ${volume}: ${mine} is already used by volume ${other}; two volumes on one device would format and mount it twice`);
-    const claimant = this.claims.get(mine);
+      new VolumeError('conflict', `volume ${volume}: ${mine.shown} is already used by volume ${other}; two volumes on one device would format and mount it twice`);
+    const claimant = this.claims.get(mine.key);
     if (claimant !== undefined && claimant !== volume) throw refuse(claimant);
-    for (const other of this.db.volumes.values()) {
-      if (other.name !== volume && other.options.type === backend.type && backend.exclusiveUse?.(other.options) === mine) throw refuse(other.name);
+    this.claims.set(mine.key, volume);
+    const release = () => this.claims.delete(mine.key);
+    try {
+      for (const other of this.db.volumes.values()) {
+        if (other.name === volume || other.options.type !== backend.type) continue;
+        if ((await this.exclusiveOf(other, backend))?.key === mine.key) throw refuse(other.name);
+      }
+    } catch (err) {
+      release();
+      throw err;
     }
-    this.claims.set(mine, volume);
-    return () => this.claims.delete(mine);
+    return release;
+  }
+
+  /** A recorded volume's exclusive use, asked of its backend once per record's options. */
+  private exclusiveOf(v: VolumeRecord, backend: Backend): Promise<{ key: string; shown: string } | undefined> {
+    let known = this.exclusive.get(v.options);
+    if (!known) {
+      known = backend.exclusiveUse!(v.options, this.ctx);
+      this.exclusive.set(v.options, known);
+    }
+    return known;
   }
 
   async remove(name: unknown, call: Call = internalCall()): Promise<void> {

@@ -37,8 +37,8 @@ export class FakeBackend implements Backend {
   async check(): Promise<void> {}
 
   /** A target that names a device is the volume's alone, as a disk volume's device is. */
-  exclusiveUse(options: VolumeOptions): string | undefined {
-    return options.target?.startsWith('/dev/') ? `device ${options.target}` : undefined;
+  async exclusiveUse(options: VolumeOptions): Promise<{ key: string; shown: string } | undefined> {
+    return options.target?.startsWith('/dev/') ? { key: options.target, shown: `device ${options.target}` } : undefined;
   }
 
   describe(options: VolumeOptions): Record<string, unknown> {

@@ -1,7 +1,7 @@
 // Disk volumes (size=): an image file in the state directory, formatted once and loop-mounted,
 // through the plugin's API with the program as a plain host process. Needs root (loop devices).
 import assert from 'node:assert/strict';
-import { access, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { access, readFile, stat, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -147,6 +147,12 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
     // The same device spelled otherwise is the same device.
     r = await call('Create', { Name: 'second', Opts: { type: 'disk', device: one.replace('/dev/', '/dev//') } });
     assert.equal(r.json.Err, `volume second: device ${one} is already used by volume first; two volumes on one device would format and mount it twice`);
+    // And by another name, as /dev/disk/by-id/... names it: the device number tells.
+    const alias = `/dev/ossnas-test-alias-${process.pid}`;
+    await symlink(path.basename(one), alias);
+    t.after(() => unlink(alias).catch(() => undefined));
+    r = await call('Create', { Name: 'second', Opts: { type: 'disk', device: alias } });
+    assert.equal(r.json.Err, `volume second: device ${alias} is already used by volume first; two volumes on one device would format and mount it twice`);
 
     // Both at once: neither is recorded yet when the other is checked, and still only one wins.
     const names = ['race-a', 'race-b'];

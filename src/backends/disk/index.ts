@@ -63,12 +63,20 @@ export class DiskBackend implements Backend {
   }
 
   /**
-   * A device is one volume's: two would format it twice, or mount one filesystem twice. One
-   * spelling per path (/dev//vdb is /dev/vdb); symlinks such as /dev/disk/by-id/... are not resolved.
+   * A device is one volume's: two would format it twice, or mount one filesystem twice. One device
+   * has many names (/dev/vdb, /dev/disk/by-id/..., /dev//vdb): its device number tells it apart.
+   * A device that is not there (yet) is known by its path, and Create refuses it anyway.
    */
-  exclusiveUse(options: VolumeOptions): string | undefined {
+  async exclusiveUse(options: VolumeOptions, ctx: BackendContext): Promise<{ key: string; shown: string } | undefined> {
     const { device } = toSpec(options);
-    return device && `device ${path.posix.normalize(device)}`;
+    if (!device) return undefined;
+    const shown = `device ${path.posix.normalize(device)}`;
+    const node = await ctx
+      .hostNamespace()
+      .then((ns) => this.deviceNode(device, ns))
+      .catch(() => undefined);
+    const st = node === undefined ? undefined : await stat(node).catch(() => undefined);
+    return { key: st?.isBlockDevice() ? `block device ${st.rdev}` : shown, shown };
   }
 
   async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
