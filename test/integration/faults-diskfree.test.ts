@@ -36,7 +36,7 @@ describe('the state filesystem and a FUSE client\'s temporary files', { skip: ro
     undo.add('the temporary directory', t.cleanup);
     stateDir = path.join(dir, 'state');
     await mountTmpfs(stateDir, '200m', undo);
-    s3 = await startS3(['bucket']);
+    s3 = await startS3(['bucket'], { keys: { DISKFREEKEY: 'Diskfree-Secret-5a2e' } });
     undo.add('s3rver', () => s3.stop());
     // First, before the server and the directory go (a recursive delete would walk into a bucket): whatever a failed test left mounted.
     undo.add('mounts under the test directory', async () => {
@@ -54,7 +54,7 @@ describe('the state filesystem and a FUSE client\'s temporary files', { skip: ro
     plugin = await startPlugin(dir, { OSSNAS_FUSE_DISKFREE: String(KEEP_FREE_MB) });
     t.after(() => plugin?.stop());
     const call = (m: string, a: unknown) => plugin!.client.call(`VolumeDriver.${m}`, a);
-    await writeProfile(plugin.credentialsDir, 'local', 'S3RVER', 'Diskfree-Secret-5a2e');
+    await writeProfile(plugin.credentialsDir, 'local', 'DISKFREEKEY', 'Diskfree-Secret-5a2e');
     assert.deepEqual((await call('Create', { Name: 'big', Opts: { type: 'oss', bucket: 'bucket', url: s3.url, credentials: 'local' } })).json, { Err: '' });
     const mp = path.join(plugin.mountRoot, 'big');
     assert.deepEqual((await call('Mount', { Name: 'big', ID: 'writer' })).json, { Mountpoint: mp, Err: '' });
@@ -118,7 +118,7 @@ describe('the state filesystem and a FUSE client\'s temporary files', { skip: ro
     assert.equal(r.status, 500);
     assert.match(
       String(r.json.Err),
-      new RegExp(`^volume greedy: mounting bucket bucket at .* failed: s3fs .*no enough disk space.*; the filesystem of ${stateDir} has less free space than the client must leave \\(OSSNAS_FUSE_DISKFREE=1000 MB, plus about 50 MB\\)$`, 's'),
+      new RegExp(`^volume greedy: mounting bucket bucket at .* failed: s3fs .*no enough disk space.* \\(the filesystem of ${stateDir} has less free space than the client must leave: OSSNAS_FUSE_DISKFREE=1000 MB, plus about 50 MB\\)$`, 's'),
     );
     const mp = path.join(plugin.mountRoot, 'greedy');
     assert.equal(await mountedAt(mp), false);

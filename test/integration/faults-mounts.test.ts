@@ -72,9 +72,9 @@ describe('mounts under real faults', { skip: rootSkipReason(), timeout: 240_000 
   const mountsAt = async (p: string) => (await readMounts()).filter((m) => m.mountPoint === p);
 
   before(async () => {
-    s3 = await startS3(['bucket']);
+    s3 = await startS3(['bucket'], { keys: { FAULTSKEY: SECRET } });
     plugin = await startPluginInTempDir();
-    await writeProfile(plugin.credentialsDir, 'local', 'S3RVER', SECRET);
+    await writeProfile(plugin.credentialsDir, 'local', 'FAULTSKEY', SECRET);
   });
   after(async () => {
     await undo.run(); // continues stopped processes and thaws filesystems before anything waits on them
