@@ -1,7 +1,13 @@
 // The process startS3 (s3.ts) runs: s3rver with the signature-checking front before it
 // (s3-auth/front.ts), on one port of 127.0.0.1. The key pairs come over the IPC channel, never
 // through argv or the environment, where the secrets tests look for secrets in every process.
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { createServer, type RequestListener } from 'node:http';
+import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createRequire } from 'node:module';
 import { signingFront, type Refusal } from './s3-auth/front.js';
 import type { KeySet } from './s3-auth/keys.js';
@@ -15,9 +21,16 @@ export type FromServer =
   | { type: 'keys-set' }
   | { type: 'refused'; refusal: Refusal };
 
+interface S3rverStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<unknown>;
+  putObject(object: { bucket: string; key: string; metadata: unknown; content: Buffer | NodeJS.ReadableStream }): Promise<{ size: number; md5: string }>;
+}
+
 interface S3rver {
   configureBuckets(): Promise<unknown>;
   callback(): RequestListener;
+  store: S3rverStore;
 }
 type S3rverClass = new (options: Record<string, unknown>) => S3rver;
 
@@ -38,12 +51,51 @@ async function start(m: Extract<ToServer, { type: 'start' }>): Promise<void> {
     allowMismatchedSignatures: true,
     configureBuckets: m.buckets.map((name) => ({ name, configs: [] })),
   });
+  atomicPuts(s3rver.store);
   await s3rver.configureBuckets();
   const server = createServer(signingFront(s3rver.callback(), {
     keys: () => keys,
     onRefused: (refusal) => send({ type: 'refused', refusal }),
   }));
   server.listen(0, '127.0.0.1', () => send({ type: 'listening', port: (server.address() as { port: number }).port }));
+}
+
+/**
+ * s3rver writes an object in place (truncate, then stream), so a HEAD or GET during a PUT that
+ * replaces it sees a short or empty object. S3 and OSS replace an object whole: readers see the
+ * old one or the new one. s3fs re-uploads a whole file at each close, so a container appending
+ * to a file while another reads it met s3rver's window, not a real server's. Written beside the
+ * object and renamed over it, as a real server behaves.
+ */
+function atomicPuts(store: S3rverStore): void {
+  store.putObject = async (object) => {
+    const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
+    const temp = `${objectPath}.${process.pid}.${randomBytes(6).toString('hex')}.uploading`;
+    await mkdir(path.dirname(objectPath), { recursive: true });
+    const md5 = createHash('md5');
+    let size = 0;
+    const source = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
+    try {
+      await pipeline(
+        source,
+        new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            md5.update(chunk);
+            size += chunk.length;
+            done(null, chunk);
+          },
+        }),
+        createWriteStream(temp),
+      );
+      await rename(temp, objectPath);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    const digest = md5.digest('hex');
+    await store.putMetadata(object.bucket, object.key, object.metadata, digest);
+    return { size, md5: digest };
+  };
 }
 
 // A test process that is gone takes its server along.
