@@ -103,6 +103,63 @@ describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs ins
     assert.deepEqual(leftovers, [], 'the setup mount is gone');
   });
 
+  for (const vers of ['3', '4.1'] as const) {
+    it(`Two NAS volumes on one export (NFS v${vers}): a container holding one does not hold the other`, async (t) => {
+      // Volumes on one server share one superblock, so one device number: only where in the
+      // export each mount is tells their containers apart.
+      const v = vers.replace('.', '');
+      const [a, b, sameAsA] = [`two${v}-a`, `two${v}-b`, `two${v}-a-again`];
+      for (const sub of ['a', 'b']) await mkdir(`${EXPORT}/two${v}/${sub}`, { recursive: true });
+      await writeFile(`${EXPORT}/two${v}/a/held.txt`, 'held\n');
+      await create(a, { path: `${EXPORT}/two${v}/a`, vers });
+      await create(b, { path: `${EXPORT}/two${v}/b`, vers });
+      await create(sameAsA, { path: `${EXPORT}/two${v}/a`, vers });
+      const mpA = await mount(a, 41);
+      const mpB = await mount(b, 42);
+      const mpSame = await mount(sameAsA, 43);
+      assert.equal((await mountAt(mpA))?.device, (await mountAt(mpB))?.device, 'the two volumes share one superblock');
+
+      /** A "container": its own mount namespace holding a bind mount of the volume. */
+      const hold = async (mp: string, dir: string) => {
+        await mkdir(dir, { recursive: true });
+        const p = execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', `mount --bind ${mp} ${dir} && echo ready && exec sleep 300`], { reject: false });
+        t.after(() => p.kill('SIGKILL'));
+        const ready = await Promise.race([
+          new Promise<string>((resolve) => p.stdout!.once('data', () => resolve('ready'))),
+          p.then((res) => `the holder exited first (${res.exitCode}): ${res.stderr}`),
+          new Promise<string>((resolve) => setTimeout(() => resolve('no bind mount within 20 s'), 20_000).unref()),
+        ]);
+        assert.equal(ready, 'ready');
+        return { process: p }; // not p itself: awaiting it would wait for its end
+      };
+      const holderA = path.join(plugin.dir, `container-${a}`);
+      const holdsA = (await hold(mpA, holderA)).process;
+      // b's container ran and is gone, and its Unmount never came (the plugin was down).
+      const holdsB = (await hold(mpB, path.join(plugin.dir, `container-${b}`))).process;
+      holdsB.kill('SIGKILL');
+      await holdsB;
+
+      assert.deepEqual((await call('Remove', { Name: b })).json, { Err: '' }, "Remove of b, whose only holder is gone");
+      assert.equal(await mountAt(mpB), undefined, 'b is unmounted');
+      assert.match(plugin.output(), new RegExp(`"volume":"${b}","during":"Remove","staleIds":\\["2+"\\]`));
+      assert.equal(await readFile(path.join(mpA, 'held.txt'), 'utf8'), 'held\n', 'a is still mounted and readable');
+
+      const inUse = new RegExp(`is in use \\(1 mount reference, mounted in 1 other mount namespace: PID \\d+: ${holderA}\\)`);
+      let r = await call('Remove', { Name: a });
+      assert.match(String(r.json.Err), new RegExp(`volume ${a} ${inUse.source}`));
+      // The same server:path is the same data: its containers are counted for both (the safe answer).
+      r = await call('Remove', { Name: sameAsA });
+      assert.match(String(r.json.Err), new RegExp(`volume ${sameAsA} ${inUse.source}`));
+      assert.ok(await mountAt(mpA), 'a is still mounted');
+      assert.ok(await mountAt(mpSame), 'a-again is still mounted');
+
+      holdsA.kill('SIGKILL');
+      await holdsA;
+      for (const name of [a, sameAsA]) assert.deepEqual((await call('Remove', { Name: name })).json, { Err: '' }, `Remove of ${name} once its holder is gone`);
+      assert.equal(await readFile(`${EXPORT}/two${v}/a/held.txt`, 'utf8'), 'held\n', 'Remove never deletes data');
+    });
+  }
+
   it('mounts readonly, and applies options=none and the user options exactly', async () => {
     await create('ro', { path: EXPORT, vers: '4.1', readonly: 'true' });
     const mp = await mount('ro', 4);
