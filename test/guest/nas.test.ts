@@ -3,7 +3,7 @@
 // this file there; test/integration/nas-guest.test.ts does that from the normal suite. The
 // plugin is the real program as a host process, driven over its socket.
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -101,6 +101,55 @@ describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs ins
     }
     const leftovers = (await readMounts()).filter((m) => m.mountPoint.includes('.ossnas-setup'));
     assert.deepEqual(leftovers, [], 'the setup mount is gone');
+  });
+
+  it('A server-side symlink under a NAS path: creating the sub-path refuses it, and nothing is made where it points', async (t) => {
+    // Symlinks to directories the client host has and the server does not serve, so that the
+    // server answers "no such file" for the path and its parent, and the nearest ancestor it
+    // mounts is the export itself: the mkdir in it then meets the symlink, on the client.
+    // - v4.1, absolute: the server looks it up in its own pseudo-filesystem (which has no
+    //   /ossnas-escape-target); the client would follow it to its own /ossnas-escape-target.
+    // - v3, relative: for the server /srv/nfs/../../../host-dir is /host-dir, absent; for the
+    //   client, from the root of the setup mount (<mount root>/.ossnas-setup/<volume>), it is
+    //   <plugin dir>/host-dir.
+    const links = [
+      { name: 'sym-abs', vers: '4.1', link: 'esc-abs', target: '/ossnas-escape-target', client: '/ossnas-escape-target', server: '/ossnas-escape-target' },
+      { name: 'sym-rel', vers: '3', link: 'esc-rel', target: '../../../host-dir', client: path.join(plugin.dir, 'host-dir'), server: '/host-dir' },
+    ] as const;
+    assert.equal(path.join(plugin.mountRoot, '.ossnas-setup', 'sym-rel', links[1].target), links[1].client);
+    for (const l of links) {
+      await mkdir(l.client, { recursive: true });
+      await symlink(l.target, `${EXPORT}/${l.link}`);
+    }
+    t.after(async () => {
+      for (const l of links) await rm(`${EXPORT}/${l.link}`, { force: true });
+      await rm('/ossnas-escape-target', { recursive: true, force: true }); // made by this test only
+    });
+
+    const errors: string[] = [];
+    for (const l of links) {
+      await create(l.name, { path: `${EXPORT}/${l.link}/data`, vers: l.vers });
+      errors.push(String((await call('Mount', { Name: l.name, ID: ID(31) })).json.Err));
+    }
+    // Where the symlinks point, on the client host's own filesystem and on the server.
+    const made: string[] = [];
+    for (const l of links) {
+      for (const f of await readdir(l.client)) made.push(path.join(l.client, f));
+      if (l.server !== l.client && (await stat(l.server).catch(() => undefined))) made.push(`${l.server} on the server`);
+    }
+    assert.deepEqual(made, [], 'nothing was made where a symlink points');
+    links.forEach((l, i) => {
+      const source = `127\\.0\\.0\\.1:${EXPORT}/${l.link}`;
+      assert.match(
+        errors[i]!,
+        new RegExp(`${source}/data does not exist and was not created: a symlink was refused: ${source} is a symlink \\(to ${l.target.replace(/\./g, '\\.')}\\)`),
+        l.name,
+      );
+    });
+    for (const l of links) assert.equal(await mountAt(path.join(plugin.mountRoot, l.name)), undefined, `${l.name} is not mounted`);
+    const leftovers = (await readMounts()).filter((m) => m.mountPoint.includes('.ossnas-setup'));
+    assert.deepEqual(leftovers, [], 'the setup mount is gone');
+    for (const l of links) assert.deepEqual((await call('Remove', { Name: l.name })).json, { Err: '' });
   });
 
   for (const vers of ['3', '4.1'] as const) {
