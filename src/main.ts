@@ -40,8 +40,9 @@ async function main(): Promise<void> {
   const handler = deferred<RequestHandler>();
   const server = await listen(settings.socket, handler.promise);
 
-  const [{ createLogger }, { createApp }, { createBackends }, { VolumeDriver }, metricsModule] = await Promise.all([
+  const [{ createLogger }, { exitOnUncaught }, { createApp }, { createBackends }, { VolumeDriver }, metricsModule] = await Promise.all([
     import('./log.js'),
+    import('./fatal.js'),
     import('./api/server.js'),
     import('./backends/index.js'),
     import('./driver/driver.js'),
@@ -49,8 +50,8 @@ async function main(): Promise<void> {
     settings.metricsAddress ? import('./api/metrics.js') : undefined,
   ]);
   const log = createLogger(settings.logLevel);
-  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception'));
-  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+  // Logged, then exit: see fatal.ts for why that is safe and what repairs the state.
+  exitOnUncaught(log);
   log.info({ socket: settings.socket, mountRoot: settings.mountRoot, stateDir: settings.stateDir }, 'listening');
 
   const ready = deferred<VolumeDriver>();

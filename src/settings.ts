@@ -78,8 +78,40 @@ function absolute(name: string, value: string): string {
   return path.normalize(value).replace(/(.)\/$/, '$1');
 }
 
-/** Reads settings from the environment; an empty value means "use the default". */
+/** libuv's own bound (MAX_THREADPOOL_SIZE): a larger value is silently cut to it. */
+const MAX_THREADPOOL = 1024;
+
+/**
+ * UV_THREADPOOL_SIZE is not ours to default: libuv reads it itself (atoi, so an empty or junk
+ * value is 0, which it turns into 1 thread) when its thread pool starts, and that is before our
+ * code runs. Measured with dist/main.js on Node 20.20: with the variable empty, setting it in
+ * process.env at the top of main.ts still left 1 pool thread after 20 concurrent Creates (8
+ * threads in /proc/self/task against 71 with UV_THREADPOOL_SIZE=64 in the environment): the
+ * ESM loader reads our modules through the pool before any of them runs. So an empty or
+ * malformed value is refused here, and unset stays libuv's default of 4.
+ */
+function checkThreadpoolSize(value: string | undefined): void {
+  if (value === undefined) return;
+  const v = value.trim();
+  const accepted = `a number of threads from 1 to ${MAX_THREADPOOL} (the plugin's default is 64)`;
+  if (v === '') {
+    throw new SettingsError(
+      `UV_THREADPOOL_SIZE is empty, which Node's thread pool reads as 1 thread (it reads it before ossnas starts, so no default ` +
+        `can take its place); set it to ${accepted}`,
+    );
+  }
+  if (!/^[0-9]{1,5}$/.test(v) || Number(v) < 1 || Number(v) > MAX_THREADPOOL) {
+    throw new SettingsError(`UV_THREADPOOL_SIZE must be ${accepted}, got '${value}'`);
+  }
+}
+
+/**
+ * Reads settings from the environment; an empty value means "use the default", except for
+ * UV_THREADPOOL_SIZE (see checkThreadpoolSize).
+ */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  checkThreadpoolSize(env.UV_THREADPOOL_SIZE);
+
   const get = (name: keyof typeof DEFAULTS): string => {
     const v = env[name]?.trim();
     return v ? v : DEFAULTS[name];

@@ -4,10 +4,55 @@
 // sent again with no Unmount in between), and this is the ground truth that settles it.
 import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { findMount, parseMountinfo } from './mountinfo.js';
+import { findMount, parseMountinfo, type MountEntry } from './mountinfo.js';
 import { processIds } from './proc.js';
 
 const within = (p: string, dir: string) => p === dir || p.startsWith(dir + '/');
+
+/** `p` is `dir` or a path below it (both absolute, '/'-separated). */
+function pathWithin(p: string, dir: string): boolean {
+  const d = path.posix.normalize(dir).replace(/(.)\/$/, '$1');
+  const q = path.posix.normalize(p).replace(/(.)\/$/, '$1');
+  return d === '/' || q === d || q.startsWith(d + '/');
+}
+
+/**
+ * Filesystems whose mountinfo source the kernel derives from the mount's own root (NFS builds
+ * `server:/path` from the root dentry, so a bind of a sub-directory shows a longer path) and whose
+ * root field tells nothing (NFS always shows '/'). Elsewhere the source is the string given at
+ * mount time, the same on every bind and on every mount of the device: it tells nothing there.
+ */
+const SOURCE_FROM_ROOT = new Set(['nfs', 'nfs4']);
+
+/** The path part of an NFS source (`host:/p`, `[v6]:/p`), or undefined when it has none. */
+function exportPathOf(source: string): string | undefined {
+  const i = source.indexOf(':/'); // a host name or IPv6 address never holds ':/'
+  return i < 0 ? undefined : source.slice(i + 1);
+}
+
+/**
+ * Whether mount `m` shows the tree mounted at `mine`, or a part of it: same filesystem (device),
+ * and a directory inside ours. Two NAS volumes on one NFS server share one superblock, so one
+ * device; only where they are in it tells them apart. A mount of a sibling, or of an ancestor
+ * (which holds more than our mount, but not our mount), is not a user of ours.
+ *
+ * Two volumes of the exact same server:path show the same directory: each counts the other's
+ * containers as users. That is the safe answer (the data is the same, and it is in use): their
+ * references are kept rather than released under a running container.
+ */
+export function showsPartOf(m: MountEntry, mine: MountEntry): boolean {
+  if (m.device !== mine.device) return false;
+  if (!pathWithin(m.root, mine.root)) return false;
+  if (SOURCE_FROM_ROOT.has(mine.fsType) && m.fsType === mine.fsType) {
+    const ours = exportPathOf(mine.source);
+    const theirs = exportPathOf(m.source);
+    // A source we cannot read: count it (a wrong "in use" keeps a reference; a wrong "unused"
+    // would release one under a running container).
+    if (ours === undefined || theirs === undefined) return true;
+    return pathWithin(theirs, ours);
+  }
+  return true;
+}
 
 /** The kernel's initial PID namespace (PROC_PID_INIT_INO): only from it is every process visible. */
 const INITIAL_PID_NS = 'pid:[4026531836]';
@@ -16,7 +61,7 @@ const INITIAL_PID_NS = 'pid:[4026531836]';
 export class MountUsersUnknown extends Error {}
 
 /**
- * Every mount of the filesystem mounted at `target`, in any mount namespace on the host, that is
+ * Every mount of the tree mounted at `target` (or of a part of it), in any mount namespace on the host, that is
  * not one of the plugin's own (a mount point under one of `ours`: the mount root as the plugin
  * sees it, and as the host sees it). Each is described as "PID n: /path". Empty when nothing is
  * mounted at `target`. Needs the host's PIDs (pidhost) to see containers.
@@ -48,7 +93,7 @@ export async function mountUsers(target: string, ours: readonly string[]): Promi
     if (!text || seen.has(text)) continue;
     seen.add(text);
     for (const m of parseMountinfo(text)) {
-      if (m.device !== mine.device) continue;
+      if (!showsPartOf(m, mine)) continue;
       if (ours.some((dir) => within(m.mountPoint, path.resolve(dir)))) continue;
       users.push(`PID ${pid}: ${m.mountPoint}`);
     }

@@ -210,6 +210,9 @@ describe('the program', () => {
       ['LOG_LEVEL', 'loud', /ossnas: bad setting: LOG_LEVEL must be one of .*, got 'loud'/],
       ['OSSNAS_DEFAULT_URL', 'ftp://x', /ossnas: bad setting: OSSNAS_DEFAULT_URL: only http:\/\/ and https:\/\/ endpoints are accepted/],
       ['OSSNAS_DEFAULT_CREDENTIALS', '../etc/passwd', /ossnas: bad setting: OSSNAS_DEFAULT_CREDENTIALS: expected a profile name/],
+      // libuv would read these as 1 thread, silently (an empty value cannot mean a default: see settings.ts).
+      ['UV_THREADPOOL_SIZE', '', /ossnas: bad setting: UV_THREADPOOL_SIZE is empty, which Node's thread pool reads as 1 thread/],
+      ['UV_THREADPOOL_SIZE', 'lots', /ossnas: bad setting: UV_THREADPOOL_SIZE must be a number of threads from 1 to 1024 \(the plugin's default is 64\), got 'lots'/],
     ] as const) {
       const socket = path.join(tmp.dir, `${name}.sock`);
       const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'main.js')], {
@@ -218,8 +221,12 @@ describe('the program', () => {
       });
       let stderr = '';
       child.stderr!.on('data', (c) => (stderr += String(c)));
-      const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
-      assert.equal(code, 2, `${name}: ${stderr}`);
+      // A program that took the setting would run on: it must fail the test, not hang it.
+      const code = await new Promise<number | string | null>((res) => {
+        const timer = setTimeout(() => (child.kill('SIGKILL'), res('still running after 10 s')), 10_000);
+        child.once('exit', (c) => (clearTimeout(timer), res(c)));
+      });
+      assert.equal(code, 2, `${name}=${value}: ${stderr}`);
       assert.match(stderr, message);
       await assert.rejects(stat(socket), /ENOENT/, `${name}: it listened before refusing`);
     }

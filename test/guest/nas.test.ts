@@ -3,7 +3,7 @@
 // this file there; test/integration/nas-guest.test.ts does that from the normal suite. The
 // plugin is the real program as a host process, driven over its socket.
 import assert from 'node:assert/strict';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -102,6 +102,112 @@ describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs ins
     const leftovers = (await readMounts()).filter((m) => m.mountPoint.includes('.ossnas-setup'));
     assert.deepEqual(leftovers, [], 'the setup mount is gone');
   });
+
+  it('A server-side symlink under a NAS path: creating the sub-path refuses it, and nothing is made where it points', async (t) => {
+    // Symlinks to directories the client host has and the server does not serve, so that the
+    // server answers "no such file" for the path and its parent, and the nearest ancestor it
+    // mounts is the export itself: the mkdir in it then meets the symlink, on the client.
+    // - v4.1, absolute: the server looks it up in its own pseudo-filesystem (which has no
+    //   /ossnas-escape-target); the client would follow it to its own /ossnas-escape-target.
+    // - v3, relative: for the server /srv/nfs/../../../host-dir is /host-dir, absent; for the
+    //   client, from the root of the setup mount (<mount root>/.ossnas-setup/<volume>), it is
+    //   <plugin dir>/host-dir.
+    const links = [
+      { name: 'sym-abs', vers: '4.1', link: 'esc-abs', target: '/ossnas-escape-target', client: '/ossnas-escape-target', server: '/ossnas-escape-target' },
+      { name: 'sym-rel', vers: '3', link: 'esc-rel', target: '../../../host-dir', client: path.join(plugin.dir, 'host-dir'), server: '/host-dir' },
+    ] as const;
+    assert.equal(path.join(plugin.mountRoot, '.ossnas-setup', 'sym-rel', links[1].target), links[1].client);
+    for (const l of links) {
+      await mkdir(l.client, { recursive: true });
+      await symlink(l.target, `${EXPORT}/${l.link}`);
+    }
+    t.after(async () => {
+      for (const l of links) await rm(`${EXPORT}/${l.link}`, { force: true });
+      await rm('/ossnas-escape-target', { recursive: true, force: true }); // made by this test only
+    });
+
+    const errors: string[] = [];
+    for (const l of links) {
+      await create(l.name, { path: `${EXPORT}/${l.link}/data`, vers: l.vers });
+      errors.push(String((await call('Mount', { Name: l.name, ID: ID(31) })).json.Err));
+    }
+    // Where the symlinks point, on the client host's own filesystem and on the server.
+    const made: string[] = [];
+    for (const l of links) {
+      for (const f of await readdir(l.client)) made.push(path.join(l.client, f));
+      if (l.server !== l.client && (await stat(l.server).catch(() => undefined))) made.push(`${l.server} on the server`);
+    }
+    assert.deepEqual(made, [], 'nothing was made where a symlink points');
+    links.forEach((l, i) => {
+      const source = `127\\.0\\.0\\.1:${EXPORT}/${l.link}`;
+      assert.match(
+        errors[i]!,
+        new RegExp(`${source}/data does not exist and was not created: a symlink was refused: ${source} is a symlink \\(to ${l.target.replace(/\./g, '\\.')}\\)`),
+        l.name,
+      );
+    });
+    for (const l of links) assert.equal(await mountAt(path.join(plugin.mountRoot, l.name)), undefined, `${l.name} is not mounted`);
+    const leftovers = (await readMounts()).filter((m) => m.mountPoint.includes('.ossnas-setup'));
+    assert.deepEqual(leftovers, [], 'the setup mount is gone');
+    for (const l of links) assert.deepEqual((await call('Remove', { Name: l.name })).json, { Err: '' });
+  });
+
+  for (const vers of ['3', '4.1'] as const) {
+    it(`Two NAS volumes on one export (NFS v${vers}): a container holding one does not hold the other`, async (t) => {
+      // Volumes on one server share one superblock, so one device number: only where in the
+      // export each mount is tells their containers apart.
+      const v = vers.replace('.', '');
+      const [a, b, sameAsA] = [`two${v}-a`, `two${v}-b`, `two${v}-a-again`];
+      for (const sub of ['a', 'b']) await mkdir(`${EXPORT}/two${v}/${sub}`, { recursive: true });
+      await writeFile(`${EXPORT}/two${v}/a/held.txt`, 'held\n');
+      await create(a, { path: `${EXPORT}/two${v}/a`, vers });
+      await create(b, { path: `${EXPORT}/two${v}/b`, vers });
+      await create(sameAsA, { path: `${EXPORT}/two${v}/a`, vers });
+      const mpA = await mount(a, 41);
+      const mpB = await mount(b, 42);
+      const mpSame = await mount(sameAsA, 43);
+      assert.equal((await mountAt(mpA))?.device, (await mountAt(mpB))?.device, 'the two volumes share one superblock');
+
+      /** A "container": its own mount namespace holding a bind mount of the volume. */
+      const hold = async (mp: string, dir: string) => {
+        await mkdir(dir, { recursive: true });
+        const p = execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', `mount --bind ${mp} ${dir} && echo ready && exec sleep 300`], { reject: false });
+        t.after(() => p.kill('SIGKILL'));
+        const ready = await Promise.race([
+          new Promise<string>((resolve) => p.stdout!.once('data', () => resolve('ready'))),
+          p.then((res) => `the holder exited first (${res.exitCode}): ${res.stderr}`),
+          new Promise<string>((resolve) => setTimeout(() => resolve('no bind mount within 20 s'), 20_000).unref()),
+        ]);
+        assert.equal(ready, 'ready');
+        return { process: p }; // not p itself: awaiting it would wait for its end
+      };
+      const holderA = path.join(plugin.dir, `container-${a}`);
+      const holdsA = (await hold(mpA, holderA)).process;
+      // b's container ran and is gone, and its Unmount never came (the plugin was down).
+      const holdsB = (await hold(mpB, path.join(plugin.dir, `container-${b}`))).process;
+      holdsB.kill('SIGKILL');
+      await holdsB;
+
+      assert.deepEqual((await call('Remove', { Name: b })).json, { Err: '' }, "Remove of b, whose only holder is gone");
+      assert.equal(await mountAt(mpB), undefined, 'b is unmounted');
+      assert.match(plugin.output(), new RegExp(`"volume":"${b}","during":"Remove","staleIds":\\["2+"\\]`));
+      assert.equal(await readFile(path.join(mpA, 'held.txt'), 'utf8'), 'held\n', 'a is still mounted and readable');
+
+      const inUse = new RegExp(`is in use \\(1 mount reference, mounted in 1 other mount namespace: PID \\d+: ${holderA}\\)`);
+      let r = await call('Remove', { Name: a });
+      assert.match(String(r.json.Err), new RegExp(`volume ${a} ${inUse.source}`));
+      // The same server:path is the same data: its containers are counted for both (the safe answer).
+      r = await call('Remove', { Name: sameAsA });
+      assert.match(String(r.json.Err), new RegExp(`volume ${sameAsA} ${inUse.source}`));
+      assert.ok(await mountAt(mpA), 'a is still mounted');
+      assert.ok(await mountAt(mpSame), 'a-again is still mounted');
+
+      holdsA.kill('SIGKILL');
+      await holdsA;
+      for (const name of [a, sameAsA]) assert.deepEqual((await call('Remove', { Name: name })).json, { Err: '' }, `Remove of ${name} once its holder is gone`);
+      assert.equal(await readFile(`${EXPORT}/two${v}/a/held.txt`, 'utf8'), 'held\n', 'Remove never deletes data');
+    });
+  }
 
   it('mounts readonly, and applies options=none and the user options exactly', async () => {
     await create('ro', { path: EXPORT, vers: '4.1', readonly: 'true' });

@@ -136,6 +136,14 @@ describe('settings', () => {
     assert.throws(() => loadSettings({ OSSNAS_FUSE_DISKFREE: '1G' }), /OSSNAS_FUSE_DISKFREE must be megabytes \(a whole number, 0 for none\), got '1G'/);
     assert.equal(loadSettings({ OSSNAS_FUSE_DISKFREE: '0' }).fuseDiskFreeMb, 0);
   });
+  it("UV_THREADPOOL_SIZE: 1 to 1024, or unset; an empty or malformed value is refused (libuv would run 1 thread)", () => {
+    for (const ok of [undefined, '64', ' 4', '1', '1024']) assert.doesNotThrow(() => loadSettings({ UV_THREADPOOL_SIZE: ok }), String(ok));
+    assert.throws(() => loadSettings({ UV_THREADPOOL_SIZE: '' }), /^Error: UV_THREADPOOL_SIZE is empty, which Node's thread pool reads as 1 thread .*; set it to a number of threads from 1 to 1024/);
+    assert.throws(() => loadSettings({ UV_THREADPOOL_SIZE: '  ' }), /UV_THREADPOOL_SIZE is empty/);
+    for (const bad of ['0', '64x', 'sixty-four', '-1', '1025', '5000', '1e2', '0x40']) {
+      assert.throws(() => loadSettings({ UV_THREADPOOL_SIZE: bad }), new RegExp(`^Error: UV_THREADPOOL_SIZE must be a number of threads from 1 to 1024 \\(the plugin's default is 64\\), got '${bad}'$`), bad);
+    }
+  });
   it('scope: local unless set to global', () => {
     assert.equal(loadSettings({}).scope, 'local');
     assert.equal(loadSettings({ SCOPE: 'Global' }).scope, 'global');

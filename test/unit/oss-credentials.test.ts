@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { clientRuntime } from '../../src/backends/oss/client-runtime.js';
@@ -7,7 +7,7 @@ import { parseProfile, resolveCredentials } from '../../src/backends/oss/credent
 import { clientArgs, credentialHandoff } from '../../src/backends/oss/index.js';
 import { toSpec } from '../../src/backends/oss/options.js';
 import { OptionsError } from '../../src/backends/options.js';
-import { tempDir } from '../helpers/env.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
 
 const SECRET = 'S3cr3tValue/xyz';
 
@@ -61,6 +61,24 @@ describe('credentials profiles', () => {
       });
     }
     await chmod(path.join(dir, 'loose'), 0o400);
+    assert.equal((await resolveCredentials(spec, dir))?.akId, 'AKID1');
+  });
+
+  it("are refused when another user owns them, naming the owner and the fix, whatever the mode", { skip: rootSkipReason() }, async () => {
+    const { dir } = await dirP;
+    const spec = toSpec({ type: 'oss', bucket: 'b1b', url: 'h', credentials: 'theirs' });
+    const file = path.join(dir, 'theirs');
+    await writeFile(file, `akId=AKID1\nakSecret=${SECRET}\n`, { mode: 0o600 });
+    for (const [uid, gid] of [[1234, 1234], [65534, 0]] as const) {
+      await chown(file, uid, gid);
+      await assert.rejects(resolveCredentials(spec, dir), (err: Error) => {
+        assert.ok(err instanceof OptionsError);
+        assert.match(err.message, new RegExp(`^credentials profile 'theirs' is owned by uid ${uid}, not by root, the plugin's user: .*; on the host: chown root:root on the file \\(${file} in the plugin\\)`));
+        assert.ok(!err.message.includes(SECRET));
+        return true;
+      });
+    }
+    await chown(file, 0, 1234); // root's, whatever its group (the mode keeps the group out)
     assert.equal((await resolveCredentials(spec, dir))?.akId, 'AKID1');
   });
 });

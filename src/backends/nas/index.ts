@@ -8,6 +8,7 @@ import type { Deadline } from '../../host/deadline.js';
 import { CommandError } from '../../host/exec.js';
 import { ensureDir, removeEmptyMountpoint } from '../../host/files.js';
 import type { HostNamespace } from '../../host/hostns.js';
+import { mkdirNoSymlinks, SymlinkRefused, SymlinksNotRefusable } from '../../host/mkdir-no-symlinks.js';
 import { probeTcp, resolveHost } from '../../host/net.js';
 import { FALLBACK_STEP_MS, unmountKernelMount } from '../../host/unmount.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
@@ -139,7 +140,7 @@ export class NasBackend implements Backend {
   /**
    * Creates a sub-path that does not exist yet, as the Alibaba CSI driver does: mount the nearest
    * ancestor the server will mount (the export, or the v4 pseudo-root) in a private place, mkdir
-   * -p the rest, unmount. Nothing on the server is ever removed.
+   * -p the rest without following any symlink, unmount. Nothing on the server is ever removed.
    */
   private async createSubPath(
     name: string,
@@ -167,10 +168,25 @@ export class NasBackend implements Backend {
           throw err;
         }
         try {
-          await ns.run('mkdir', ['-p', '--', path.posix.join(hostSetup, ...parts.slice(keep))], { timeoutMs: left() });
+          // The server's admin, or anyone who can write to the export, decides what is in it: a
+          // symlink there would send a root mkdir wherever it points, the host's own / included.
+          await mkdirNoSymlinks(ns, hostSetup, parts.slice(keep), left());
           ctx.log.info({ volume: name, created: spec.path, via: nfsSource({ server: spec.server, path: ancestor }) }, 'created NFS sub-path');
           return;
         } catch (err) {
+          if (err instanceof SymlinkRefused) {
+            const link = nfsSource({ server: spec.server, path: path.posix.join(ancestor, ...err.at) });
+            throw new BackendError(
+              `${nfsSource(spec)} does not exist and was not created: a symlink was refused: ${link} is a symlink (to ${err.target}), ` +
+                'and ossnas never follows symlinks when it creates a path on the server (one could lead out of the export); ' +
+                "create the directory on the server, or set 'path' to the real directory",
+            );
+          }
+          if (err instanceof SymlinksNotRefusable) {
+            throw new BackendError(
+              `${nfsSource(spec)} does not exist, and this host cannot create it safely: ${err.message}; create the directory on the server`,
+            );
+          }
           throw new BackendError(`${nfsSource(spec)} does not exist and could not be created: ${(err as Error).message}`);
         } finally {
           await unmountKernelMount(ns, hostSetup, { plainMs: 5000 }).catch((err) =>

@@ -58,11 +58,12 @@ export async function resolveCredentials(spec: OssSpec, credentialsDir: string):
   const file = path.join(credentialsDir, spec.credentials);
   let text: string;
   let mode: number;
+  let owner: number;
   try {
-    // One open for the mode and the content, so the text checked is the text read.
+    // One open for the owner, the mode and the content, so the text checked is the text read.
     const fh = await open(file, 'r');
     try {
-      mode = (await fh.stat()).mode;
+      ({ mode, uid: owner } = await fh.stat());
       text = await fh.readFile('utf8');
     } finally {
       await fh.close();
@@ -74,6 +75,17 @@ export async function resolveCredentials(spec: OssSpec, credentialsDir: string):
         ? `credentials profile '${spec.credentials}' not found: no file ${file} in the plugin's credentials directory ` +
             `(OSSNAS_CREDENTIALS_DIR; on the host, the source of the plugin's 'credentials' mount)`
         : `credentials profile '${spec.credentials}' cannot be read (${code ?? 'error'})`,
+    );
+  }
+  // A profile another user owns is one that user can change (chmod, or rewrite it): keys of
+  // theirs would send a volume's data to a bucket of theirs. Only the plugin's own user may own it.
+  const me = process.geteuid?.() ?? 0;
+  if (owner !== me) {
+    const us = me === 0 ? 'root' : `uid ${me}`;
+    throw new OptionsError(
+      `credentials profile '${spec.credentials}' is owned by uid ${owner}, not by ${us}, the plugin's user: ` +
+        `its owner could change the keys; on the host: chown ${me === 0 ? 'root:root' : me} on the file ` +
+        `(${file} in the plugin), and check that its content is yours`,
     );
   }
   // Keys that other users can read are leaked, and keys they can change send data elsewhere.
