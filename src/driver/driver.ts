@@ -319,10 +319,10 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       }
       const others = countRefs(mounts);
       const { made, found } = await this.backendStep(v, () => vm.ensure(deadline), { held: others > 0 });
-      if (found.kind === 'unresponsive') vm.logKept(found.reason);
       if (found.kind === 'dead') this.log.warn({ volume, reason: found.reason }, 'mount was dead; mounted it again');
       mounts.set(mountId, (mounts.get(mountId) ?? 0) + 1);
-      const next = markMounted({ ...v, mounts }, true);
+      let next = markMounted({ ...v, mounts }, true);
+      if (found.kind === 'unresponsive') next = this.keptUnanswered(next, found.reason);
       const undo = async (why: string) => {
         // Nobody else holds it: a mount without a reference would stay for ever.
         if (others === 0) await this.undoMount(vm, why);
@@ -337,7 +337,8 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
         await undo('its reference could not be saved');
         throw err;
       }
-      if (made) this.retries.succeeded(volume);
+      if (found.kind === 'unresponsive') this.retries.failed(volume); // looked at again, with backoff
+      else if (made) this.retries.succeeded(volume);
       if (call.signal.aborted) {
         // It hung up while the reference was being saved: take it back.
         await this.forgetReference(volume, mountId);
@@ -540,7 +541,11 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     };
   }
 
-  /** Makes a held volume serve: adopt a mount that is there, or replace a dead or missing one. */
+  /**
+   * Makes a held volume serve: adopt a mount that is there, or replace a dead or missing one. One
+   * that does not answer is adopted as it is, said so in Status, and looked at again with backoff
+   * until it answers.
+   */
   async repair(name: string): Promise<RepairOutcome> {
     const attempt = this.retries.attempt(name);
     const deadline = Deadline.after(this.settings.mountTimeoutMs);
@@ -551,21 +556,34 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
         return 'idle' as const;
       }
       try {
-        const outcome = await this.backendStep(v, () => this.volumeMount(v).repair(deadline), { held: true });
-        this.retries.succeeded(name);
+        const { outcome, found } = await this.backendStep(v, () => this.volumeMount(v).repair(deadline), { held: true });
         const now = this.find(name) ?? v;
-        if (!now.mounted || now.lastError) {
-          await this.commit(name, markMounted(now, true)).catch((err: Error) =>
-            this.log.warn({ volume: name, err: err.message }, 'restored mount not recorded'),
-          );
+        const record = (next: VolumeRecord) =>
+          this.commit(name, next).catch((err: Error) => this.log.warn({ volume: name, err: err.message }, 'restored mount not recorded'));
+        if (found.kind === 'unresponsive') {
+          await record(this.keptUnanswered(markMounted(now, true), found.reason));
+          this.retries.failed(name);
+          return outcome;
         }
+        this.retries.succeeded(name);
+        if (!now.mounted || now.lastError) await record(markMounted(now, true));
         if (outcome === 'remounted') this.log.info({ volume: name, attempt }, 'mount restored');
+        else if (now.lastError) this.log.info({ volume: name, attempt }, 'mount answers again');
         return outcome;
       } catch (err) {
         this.log.warn({ volume: name, attempt, err: (err as Error).message }, 'mount not restored; will retry');
         return 'failed' as const;
       }
     });
+  }
+
+  /**
+   * A mount that does not answer is kept: a stopped client or a frozen NFS server, whose
+   * containers' I/O waits and resumes. Status says so until it answers again.
+   */
+  private keptUnanswered(v: VolumeRecord, reason: string): VolumeRecord {
+    this.log.warn({ volume: v.name, reason }, 'mount does not answer; kept as it is (its I/O waits and resumes when it answers)');
+    return withError(v, `the mount does not answer (${reason}); it is kept as it is: its I/O waits, and resumes when it answers`);
   }
 
   /** Undoes a mount that no container holds; a failure is logged and left for the next Mount. */

@@ -54,27 +54,21 @@ export class VolumeMount {
   async ensure(deadline: Deadline): Promise<{ made: boolean; found: MountCondition }> {
     const found = await this.condition(deadline);
     if (found.kind === 'serving' || found.kind === 'unresponsive') return { made: false, found };
-    if (found.kind === 'dead') {
-      // Nothing left to flush: its client is gone. Containers that held it keep a dead mount of
-      // their own (they must be restarted); new ones get the new mount.
-      await this.backend.unmount(this.name, this.options, this.target, this.ctx, deadline).catch(() => lazyUnmount(this.target));
-    }
-    await this.mountNew(deadline);
+    await this.replace(found, deadline);
     return { made: true, found };
   }
 
   /** After a start or a lost mount: adopt a mount that is still there, or mount it again. */
-  async repair(deadline: Deadline): Promise<'adopted' | 'remounted'> {
+  async repair(deadline: Deadline): Promise<{ outcome: 'adopted' | 'remounted'; found: MountCondition }> {
     const found = await this.condition(deadline);
     if (found.kind === 'serving' || found.kind === 'unresponsive') {
       await this.backend
         .adopt?.(this.name, this.options, this.target, this.ctx)
         .catch((err: Error) => this.ctx.log.warn({ volume: this.name, err: err.message }, 'adopted mount is not watched'));
-      if (found.kind === 'unresponsive') this.logKept(found.reason);
-      return 'adopted';
+      return { outcome: 'adopted', found };
     }
-    await this.ensure(deadline);
-    return 'remounted';
+    await this.replace(found, deadline);
+    return { outcome: 'remounted', found };
   }
 
   /** Unmounts: the last reference went. */
@@ -82,8 +76,14 @@ export class VolumeMount {
     await this.backend.unmount(this.name, this.options, this.target, this.ctx, deadline);
   }
 
-  logKept(reason: string): void {
-    this.ctx.log.warn({ volume: this.name, reason }, 'mount does not answer; kept as it is (its I/O waits and resumes when it answers)');
+  /** Mounts a volume found absent, or dead: that one is detached first. */
+  private async replace(found: MountCondition, deadline: Deadline): Promise<void> {
+    if (found.kind === 'dead') {
+      // Nothing left to flush: its client is gone. Containers that held it keep a dead mount of
+      // their own (they must be restarted); new ones get the new mount.
+      await this.backend.unmount(this.name, this.options, this.target, this.ctx, deadline).catch(() => lazyUnmount(this.target));
+    }
+    await this.mountNew(deadline);
   }
 
   /**

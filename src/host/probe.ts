@@ -19,6 +19,24 @@ export type Probe =
 /** What statfs errors prove the client gone: the kernel closed (or aborted) the FUSE connection. */
 const DEATH = new Set(['ENOTCONN', 'ECONNABORTED']);
 
+/**
+ * The statfs still waiting for each path. A statfs of a hung NFS or FUSE mount holds a libuv
+ * thread until the server or client answers: probing such a mount again (every Mount, every
+ * re-check) must wait on the same call, or a long outage would take every thread, one per probe.
+ */
+const pending = new Map<string, Promise<StatsFs | { code?: string; reason: string }>>();
+
+function statfsOnce(target: string): Promise<StatsFs | { code?: string; reason: string }> {
+  let p = pending.get(target);
+  if (!p) {
+    p = statfs(target)
+      .catch((err: NodeJS.ErrnoException) => ({ code: err.code, reason: `${target}: ${err.code ?? err.message}` }))
+      .finally(() => pending.delete(target));
+    pending.set(target, p);
+  }
+  return p;
+}
+
 /** statfs, or why there is no answer (an error code, or no answer within the deadline). */
 async function statfsWithin(target: string, timeoutMs: number): Promise<StatsFs | { code?: string; reason: string }> {
   let timer: NodeJS.Timeout | undefined;
@@ -26,10 +44,7 @@ async function statfsWithin(target: string, timeoutMs: number): Promise<StatsFs 
     timer = setTimeout(() => resolve({ reason: `no answer from ${target} within ${timeoutMs} ms` }), timeoutMs);
   });
   try {
-    return await Promise.race([
-      statfs(target).catch((err: NodeJS.ErrnoException) => ({ code: err.code, reason: `${target}: ${err.code ?? err.message}` })),
-      timeout,
-    ]);
+    return await Promise.race([statfsOnce(target), timeout]);
   } finally {
     clearTimeout(timer);
   }

@@ -14,6 +14,7 @@ import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { docker, dockerResult } from '../helpers/docker.js';
 import { tempDir } from '../helpers/env.js';
+import { nfsd, silentServer } from '../helpers/nfs-server.js';
 import { REPO_ROOT, startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
 
 const EXPORT = '/srv/nfs';
@@ -26,6 +27,20 @@ const inGuest = process.env.OSSNAS_NFS_GUEST === '1';
 const DOCKERD_START_MS = 120_000;
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** The kernel's ID of the mount at `mountPoint` (mountinfo's first field): a new mount gets a new one. */
+async function mountIdAt(mountPoint: string): Promise<string | undefined> {
+  const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === mountPoint);
+  return line?.split(' ')[0];
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!(await check())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${secs(timeoutMs)} waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 describe('NAS volumes through a real dockerd', { skip: inGuest ? false : 'runs inside the NFS guest (scripts/nfs-guest.sh)', timeout: 900_000 }, () => {
   let plugin: PluginProcess | undefined;
@@ -114,6 +129,62 @@ describe('NAS volumes through a real dockerd', { skip: inGuest ? false : 'runs i
       }
     }
     await cleanup?.();
+  });
+
+  it('the NFS server freezes while a container writes to a volume and another starts: the writer resumes, the second gets the same mount, nothing is forced', async (t) => {
+    const name = 'nas-frozen';
+    const sub = `${EXPORT}/${name}`;
+    await rm(sub, { recursive: true, force: true });
+    // Hard, as by default; short retransmission times so that I/O resumes soon after the server.
+    await docker(['volume', 'create', '-d', DRIVER, '-o', 'type=nas', '-o', 'server=127.0.0.1', '-o', `path=${sub}`, '-o', 'vers=3',
+      '-o', 'options=hard,timeo=20,retrans=2,nolock,proto=tcp', name]);
+    volumes.add(name);
+    const mount = `type=volume,src=${name},dst=/data,volume-driver=${DRIVER}`;
+    const mp = path.join(plugin!.mountRoot, name);
+    const writer = `${name}-writer`;
+    t.after(() => dockerResult(['rm', '-f', writer]));
+    // One numbered line every 0.2 s; an append that fails is noted inside the container.
+    await docker(['run', '-d', '--name', writer, '--network', 'none', '--mount', mount, IMAGE, 'sh', '-c',
+      'i=0; while :; do i=$((i+1)); echo $i >> /data/ticks || echo $i >> /tmp/failed; sleep 0.2; done']);
+    const ticks = async () => (await readFile(path.join(sub, 'ticks'), 'utf8').catch(() => '')).split('\n').filter(Boolean).map(Number);
+    await waitFor(async () => (await ticks()).length >= 5, 60_000, 'the writer to write through the share');
+    const mountBefore = await mountIdAt(mp);
+
+    // Frozen: nfsd stops, and in its place something accepts connections and never answers.
+    await nfsd('stop');
+    const hung = await silentServer(2049);
+    let second: Promise<Awaited<ReturnType<typeof dockerResult>>> | undefined;
+    try {
+      const atFreeze = (await ticks()).length;
+      // A second container starts meanwhile; its start waits for the share as the writer does.
+      second = dockerResult(['run', '--rm', '--network', 'none', '--mount', mount, IMAGE, 'sh', '-c', 'tail -n 1 /data/ticks && echo second > /data/second.txt'], { timeout: 600_000 });
+      await waitFor(async () => new RegExp(`"volume":"${name}","reason":[^\n]*mount does not answer; kept as it is`).test(plugin!.output()), 120_000,
+        "the plugin's answer to the second container's Mount");
+      await new Promise((r) => setTimeout(r, 3000)); // the freeze goes on a while
+      t.diagnostic(`lines on the server at the freeze: ${atFreeze}, 3 s later: ${(await ticks()).length}`);
+    } finally {
+      hung.close();
+      await nfsd('start');
+    }
+    const t0 = Date.now();
+    const r = await second!;
+    assert.equal(r.exitCode, 0, `the second container: ${r.stderr}\nplugin output:\n${plugin!.output().slice(-3000)}`);
+    t.diagnostic(`the second container ran ${secs(Date.now() - t0)} after the server came back`);
+    const resumed = (await ticks()).length;
+    await waitFor(async () => (await ticks()).length >= resumed + 5, 120_000, 'the writer to write again');
+    // Every append the writer made got through, in order, across the freeze.
+    const lines = await ticks();
+    assert.deepEqual(lines, lines.map((_, i) => i + 1), 'an append was lost or repeated');
+    assert.equal((await dockerResult(['exec', writer, 'cat', '/tmp/failed'])).exitCode, 1, 'an append failed in the writer');
+    assert.equal(await readFile(path.join(sub, 'second.txt'), 'utf8'), 'second\n');
+    // The same mount all along: never replaced, never unmounted or forced.
+    assert.equal(await mountIdAt(mp), mountBefore, 'the mount was replaced');
+    assert.doesNotMatch(plugin!.output(), new RegExp(`"volume":"${name}"[^\n]*("msg":"mount restored"|did not unmount cleanly|"msg":"mount was dead)`));
+
+    await docker(['rm', '-f', writer]);
+    await waitFor(async () => (await mountIdAt(mp)) === undefined, 60_000, 'the last Unmount');
+    await docker(['volume', 'rm', name]);
+    volumes.delete(name);
   });
 
   for (const [vers, fsType] of [['3', 'nfs'], ['4.1', 'nfs4']] as const) {

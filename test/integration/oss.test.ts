@@ -2,7 +2,7 @@
 // through the plugin's API, with the program running as a plain host process. Needs root (FUSE
 // mounts).
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
@@ -11,6 +11,7 @@ import { readMounts } from '../../src/host/mountinfo.js';
 import { isMemoryBacked } from '../../src/host/tmpfs.js';
 import { fuseClientPid, processesWith } from '../helpers/docker.js';
 import { rootSkipReason } from '../helpers/env.js';
+import { holdMount } from '../helpers/holder.js';
 import { finishPlugin, startPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
 import { startS3, type KeySet, type S3Server } from '../helpers/s3.js';
 import { SLOW_MS, startSwitchProxy } from '../helpers/switch-proxy.js';
@@ -347,23 +348,14 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     const mp = String((await call('Mount', { Name: 'drift', ID: ID(1) })).json.Mountpoint);
     // A "container": its own mount namespace with a bind mount of the volume.
     const holderDir = path.join(plugin.dir, 'container-data');
-    await mkdir(holderDir, { recursive: true });
-    const holder = execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', `mount --bind ${mp} ${holderDir} && echo ready && exec sleep 120`], { reject: false });
-    t.after(() => holder.kill('SIGKILL'));
-    // Ready, or why not: a bind mount that fails (or hangs on the FUSE mount) must not hang the suite.
-    const ready = await Promise.race([
-      new Promise<string>((resolve) => holder.stdout!.once('data', () => resolve('ready'))),
-      holder.then((res) => `the holder exited first (${res.exitCode}): ${res.stderr}`),
-      new Promise<string>((resolve) => setTimeout(() => resolve('no bind mount within 20 s'), 20_000).unref()),
-    ]);
-    assert.equal(ready, 'ready');
+    const holder = await holdMount(mp, holderDir);
+    t.after(() => holder.release());
     let r = await call('Remove', { Name: 'drift' });
     assert.match(String(r.json.Err), new RegExp(`volume drift is in use \\(1 mount reference, mounted in 1 other mount namespace: PID \\d+: ${holderDir}\\)`));
     assert.ok(await fuseMountAt(mp), 'still mounted');
 
     // The container is gone but its Unmount never came (the plugin was down): Remove settles it.
-    holder.kill('SIGKILL');
-    await holder;
+    await holder.release();
     r = await call('Remove', { Name: 'drift' });
     assert.deepEqual(r.json, { Err: '' });
     assert.equal(await fuseMountAt(mp), undefined);

@@ -18,6 +18,13 @@ async function setup(fake?: FakeBackend) {
   return { ...(await fakeDriver(t.dir, fake)), dir: t.dir };
 }
 const opts = { type: 'fake', target: 'bucket-a' };
+const until = async (cond: () => boolean, ms = 5000) => {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
 const err = (kind: string, re: RegExp) => (e: unknown) => e instanceof VolumeError && e.kind === kind && re.test(e.message);
 
 describe('Create', () => {
@@ -275,7 +282,15 @@ describe('a mount that does not answer', () => {
     assert.equal(await driver.mount('v', 'B'), path.join(settings.mountRoot, 'v'));
     assert.deepEqual(fake.calls, ['mount v'], 'an unresponsive mount was replaced');
     assert.match(lines.join('\n'), /mount does not answer; kept as it is/);
-    assert.equal(driver.get('v').Status?.refs, 2);
+    const st = driver.get('v').Status!;
+    assert.deepEqual([st.refs, st.mounted, st.health], [2, true, 'error']);
+    assert.match(String(st.lastError), /the mount does not answer \(no answer from .* within 2000 ms\); it is kept as it is/);
+    // It is looked at again until it answers, and Status says so then.
+    fake.stuck.clear();
+    await until(() => driver.get('v').Status?.health === 'ok', 10_000);
+    assert.deepEqual(fake.calls, ['mount v', 'adopt v'], 'a mount that answers again is adopted, not mounted again');
+    assert.match(lines.join('\n'), /mount answers again/);
+    driver.close();
   });
 
   it('is adopted at restore, not mounted again', async () => {
@@ -440,13 +455,6 @@ describe('reusing a mount', () => {
 });
 
 describe('restore after a start', () => {
-  const until = async (cond: () => boolean, ms = 5000) => {
-    const t0 = Date.now();
-    while (!cond()) {
-      if (Date.now() - t0 > ms) throw new Error('condition not reached');
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
 
   it('adopts healthy mounts, mounts missing or dead ones again, and leaves unheld volumes alone', async () => {
     const { driver, dir, settings } = await setup();
