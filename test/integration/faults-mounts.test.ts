@@ -3,6 +3,7 @@
 // Mount (a slow S3 endpoint, a frozen filesystem under a block device); a kernel mount that does
 // not propagate to the mountpoint. Needs root (FUSE, loop devices, fsfreeze, namespaces).
 import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -82,6 +83,13 @@ describe('mounts under real faults', { skip: rootSkipReason(), timeout: 240_000 
     await s3?.stop();
   });
 
+  /** The process's threads asleep in a FUSE request (the kernel names where each waits in wchan). */
+  const threadsWaitingOnFuse = async (pid: number): Promise<string[]> => {
+    const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+    const waits = await Promise.all(tids.map((tid) => readFile(`/proc/${pid}/task/${tid}/wchan`, 'utf8').catch(() => '')));
+    return waits.filter((w) => /fuse|request_wait_answer/.test(w));
+  };
+
   it('a held OSS volume whose s3fs is stopped past every probe: Mounts are answered with the same mount, kept as it is, and its I/O completes once it runs again', async (t) => {
     await call('Create', { Name: 'stopped', Opts: { type: 'oss', bucket: 'bucket', url: s3.url, credentials: 'local' } });
     const mp = path.join(plugin.mountRoot, 'stopped');
@@ -113,6 +121,10 @@ describe('mounts under real faults', { skip: rootSkipReason(), timeout: 240_000 
     assert.deepEqual(await fuseClients(mp), [pid], 'the same client, and no second one');
     assert.deepEqual((await mountsAt(mp)).map((m) => m.device), [device], 'the same FUSE mount, and only it, at the mountpoint');
     assert.equal((await status('stopped')).refs, 5);
+    // Each probe's statfs waits in the kernel for the stopped client, on a libuv thread, until it
+    // answers: five probes must share one such call, or a long stop would take every thread.
+    const waiting = await threadsWaitingOnFuse(plugin.child.pid!);
+    assert.ok(waiting.length === 1, `plugin threads waiting on the stopped client: ${waiting.length} (one probe at a time per mount)`);
     // Stopped for longer than any probe's timeout, whatever the Mounts took.
     await sleep(Math.max(0, 9000 - (Date.now() - stoppedAt)));
 
