@@ -4,11 +4,11 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
 import getRawBody from 'raw-body';
-import { arrivalOf } from './listen.js';
 import { z } from 'zod';
 import { VolumeError } from '../driver/errors.js';
 import type { Call, VolumeDriverProtocol, VolumeInfo } from '../driver/protocol.js';
 import type { Logger } from '../log.js';
+import { arrivalOf } from './listen.js';
 
 export const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
 const BODY_LIMIT = '1mb';

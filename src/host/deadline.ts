@@ -19,17 +19,8 @@ export class Deadline {
     return new Deadline(from + ms, ms);
   }
 
-  /** For work nobody waits on (restore, repairs in the background): generous, but still bounded. */
-  static background(ms = 5 * 60_000): Deadline {
-    return Deadline.after(ms);
-  }
-
   remaining(): number {
     return Math.max(0, this.at - performance.now());
-  }
-
-  get expired(): boolean {
-    return this.remaining() <= 0;
   }
 
   /**
@@ -43,7 +34,7 @@ export class Deadline {
 
   /** Throws DeadlineExceeded, naming the step that could not start, when no time is left. */
   check(step: string): void {
-    if (this.expired) {
+    if (this.remaining() <= 0) {
       throw new DeadlineExceeded(`the call's ${Math.round(this.totalMs / 1000)} s were used up before ${step}`);
     }
   }

@@ -33,6 +33,12 @@ export function loadExeca(): Promise<typeof Execa> {
 const EXIT_GRACE_MS = 1000;
 
 /**
+ * How long past its timeout a run() may take (it kills the child, then stops waiting for it
+ * EXIT_GRACE_MS later), with some room: what a caller keeps of its deadline after each command.
+ */
+export const RUN_OVERRUN_MS = EXIT_GRACE_MS + 500;
+
+/**
  * Runs a command to completion; throws CommandError carrying the command's own stderr. At the
  * deadline the child is killed, and we stop waiting for it a moment later even if it has not
  * gone: a umount or mount blocked in the kernel on a dead NFS server ignores SIGKILL for minutes

@@ -21,6 +21,11 @@ export interface HostNamespace {
   hostPath(p: string): Promise<string>;
 }
 
+/** The host's mount table, as the process whose namespace is the host's sees it. */
+export function hostMountTable(ns: Pick<HostNamespace, 'pid'>): string {
+  return ns.pid === undefined ? '/proc/self/mountinfo' : `/proc/${ns.pid}/mountinfo`;
+}
+
 async function mountNamespace(pid: number | 'self'): Promise<string | undefined> {
   return readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
 }

@@ -5,7 +5,7 @@
 // every component and with no window between a check and the mkdir, while readlink still works,
 // which names the symlink in the error.
 import path from 'node:path';
-import type { HostNamespace } from './hostns.js';
+import { hostMountTable, type HostNamespace } from './hostns.js';
 import { readMounts } from './mountinfo.js';
 
 /** A symlink lies on the path to create; nothing was created through it. */
@@ -39,7 +39,7 @@ export async function mkdirNoSymlinks(ns: HostNamespace, mountPoint: string, par
     throw new SymlinksNotRefusable(`mount -o remount,bind,nosymfollow failed (${(err as Error).message})`);
   }
   // A kernel older than 5.10 takes the flag without a word: check that it took.
-  const table = await readMounts(ns.pid === undefined ? '/proc/self/mountinfo' : `/proc/${ns.pid}/mountinfo`);
+  const table = await readMounts(hostMountTable(ns));
   const top = table.filter((m) => m.mountPoint === mountPoint).pop();
   if (!top?.options.split(',').includes('nosymfollow')) {
     throw new SymlinksNotRefusable('the kernel did not apply nosymfollow to the mount (it needs Linux 5.10 or later)');

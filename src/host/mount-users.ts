@@ -7,8 +7,6 @@ import path from 'node:path';
 import { findMount, parseMountinfo, type MountEntry } from './mountinfo.js';
 import { processIds } from './proc.js';
 
-const within = (p: string, dir: string) => p === dir || p.startsWith(dir + '/');
-
 /** `p` is `dir` or a path below it (both absolute, '/'-separated). */
 function pathWithin(p: string, dir: string): boolean {
   const d = path.posix.normalize(dir).replace(/(.)\/$/, '$1');
@@ -94,7 +92,7 @@ export async function mountUsers(target: string, ours: readonly string[]): Promi
     seen.add(text);
     for (const m of parseMountinfo(text)) {
       if (!showsPartOf(m, mine)) continue;
-      if (ours.some((dir) => within(m.mountPoint, path.resolve(dir)))) continue;
+      if (ours.some((dir) => pathWithin(m.mountPoint, path.resolve(dir)))) continue;
       users.push(`PID ${pid}: ${m.mountPoint}`);
     }
   }

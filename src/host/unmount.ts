@@ -6,7 +6,7 @@
 // other volumes of the same server share with containers that hold them, and it drops writes
 // that a lazy detach would still deliver.
 import { run } from './exec.js';
-import type { HostNamespace } from './hostns.js';
+import { hostMountTable, type HostNamespace } from './hostns.js';
 import { findMount, readMounts } from './mountinfo.js';
 
 /** Detaches a mount of our namespace even if its server is gone (ENOTCONN) or it is busy. Never throws. */
@@ -21,8 +21,7 @@ export type UnmountOutcome = 'unmounted' | 'detached';
 export const FALLBACK_STEP_MS = 5000;
 
 async function mountedInHost(ns: HostNamespace, hostTarget: string): Promise<boolean> {
-  const table = ns.pid === undefined ? '/proc/self/mountinfo' : `/proc/${ns.pid}/mountinfo`;
-  return (await readMounts(table)).some((m) => m.mountPoint === hostTarget);
+  return (await readMounts(hostMountTable(ns))).some((m) => m.mountPoint === hostTarget);
 }
 
 export interface KernelUnmountOptions {

@@ -5,14 +5,11 @@
 import { access, open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Deadline } from '../../host/deadline.js';
-import { CommandError, run } from '../../host/exec.js';
+import { CommandError, run, RUN_OVERRUN_MS } from '../../host/exec.js';
 import { ensureDir, removeFileQuietly } from '../../host/files.js';
 import type { HostNamespace } from '../../host/hostns.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { DISK_KEYS, fromSpec, toSpec, type DiskSpec } from './options.js';
-
-/** Kept from the call's deadline after each step: a command that misses it is killed, then abandoned a second later. */
-const STEP_UNDO_MS = 1500;
 
 export function imagePath(stateDir: string, name: string): string {
   return path.join(stateDir, 'disks', `${name}.img`);
@@ -36,7 +33,7 @@ export function parseBlkid(text: string): DiskContent {
  */
 async function contentOf(file: string, shown: string, deadline: Deadline): Promise<DiskContent> {
   try {
-    return parseBlkid(await run('blkid', ['-p', '-o', 'export', file], { timeoutMs: deadline.budget(10_000, STEP_UNDO_MS) }));
+    return parseBlkid(await run('blkid', ['-p', '-o', 'export', file], { timeoutMs: deadline.budget(10_000, RUN_OVERRUN_MS) }));
   } catch (err) {
     if (err instanceof CommandError && err.exitCode === 2 && !err.stderr.trim()) return {};
     throw new BackendError(`cannot tell what ${shown} holds, so it is not touched: ${(err as Error).message}`);
@@ -124,7 +121,7 @@ export class DiskBackend implements Backend {
     }
     if (!found) {
       const [cmd, args] = mkfsArgs(spec, node);
-      await run(cmd, args, { timeoutMs: deadline.budget(Infinity, STEP_UNDO_MS) });
+      await run(cmd, args, { timeoutMs: deadline.budget(Infinity, RUN_OVERRUN_MS) });
     } else if (found !== spec.fsType) {
       throw new BackendError(
         `${shown} holds a ${found} filesystem, not ${spec.fsType}; it is never reformatted (create the volume with fsType=${found} to use it)`,
@@ -150,7 +147,7 @@ export class DiskBackend implements Backend {
 
   async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
-    const stepMs = (cap = Infinity) => deadline.budget(cap, STEP_UNDO_MS);
+    const stepMs = (cap = Infinity) => deadline.budget(cap, RUN_OVERRUN_MS);
     try {
       const ns = await ctx.hostNamespace();
       if (spec.device) {

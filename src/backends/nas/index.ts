@@ -5,7 +5,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Deadline } from '../../host/deadline.js';
-import { CommandError } from '../../host/exec.js';
+import { CommandError, RUN_OVERRUN_MS } from '../../host/exec.js';
 import { ensureDir, removeEmptyMountpoint } from '../../host/files.js';
 import type { HostNamespace } from '../../host/hostns.js';
 import { mkdirNoSymlinks, SymlinkRefused, SymlinksNotRefusable } from '../../host/mkdir-no-symlinks.js';
@@ -16,8 +16,6 @@ import { fromSpec, NAS_KEYS, nfsMountArgs, nfsPort, nfsSource, toSpec, type NasS
 
 /** How long a server may take to accept a TCP connection before Mount gives up on it. */
 const PROBE_MS = 3000;
-/** Kept from the call's deadline for undoing a mount command that missed it (it is killed, then abandoned). */
-const MOUNT_UNDO_MS = 1500;
 
 /** The server said the export path does not exist: the cue to create a sub-path. */
 class MissingPathError extends BackendError {}
@@ -98,7 +96,7 @@ export class NasBackend implements Backend {
 
   async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
-    const left = (cap = Infinity) => deadline.budget(cap, MOUNT_UNDO_MS, 500);
+    const left = (cap = Infinity) => deadline.budget(cap, RUN_OVERRUN_MS, 500);
     const ns = await ctx.hostNamespace();
     await requireNfsSupport(ns, spec.vers);
 
