@@ -29,7 +29,7 @@ import { KeyedMutex } from './keyed-mutex.js';
 import { validateVolumeName } from './names.js';
 import type { Call, VolumeDriverProtocol, VolumeInfo } from './protocol.js';
 import { restore, RetrySchedule, type RepairOutcome, type Restorable, type RestoreReport } from './restore.js';
-import { countRefs, openState, refCount, sameRecord, StateWriteError, type StateOptions, type StateStore, type VolumeRecord } from './state.js';
+import { countRefs, openState, refCount, StateWriteError, type StateOptions, type StateStore, type VolumeRecord } from './state.js';
 import { health, markMounted, withError, type Health } from './health.js';
 import { VolumeMount, type MountHost } from './volume.js';
 
@@ -155,19 +155,17 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
    */
   private locked<T>(volume: string, deadline: Deadline, fn: () => Promise<T>): Promise<T> {
     return this.lock.run(volume, async () => {
-      deadline.check(`earlier calls on volume ${volume} finished`);
+      try {
+        deadline.check(`earlier calls on volume ${volume} finished`);
+      } catch (err) {
+        throw new VolumeError('deadline', `volume ${volume}: ${(err as Error).message}`);
+      }
       return fn();
     });
   }
 
-  /**
-   * Saves a new record (null: the volume is gone) and makes it the driver's; a failure changes
-   * nothing. A record that says what the current one says is not written: such a call (a Mount of
-   * an ID that was already counted once) then works on a full state filesystem too.
-   */
+  /** Saves a new record (null: the volume is gone) and makes it the driver's; a failure changes nothing. */
   private async commit(name: string, next: VolumeRecord | null): Promise<void> {
-    const current = this.find(name);
-    if (next && current && sameRecord(current, next)) return;
     try {
       await this.db.put(name, next);
     } catch (err) {
@@ -351,12 +349,8 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
   /** After a caller left while its reference was saved: the reference goes, and the mount if it was the last. */
   private async forgetReference(volume: string, mountId: string): Promise<void> {
     const v = this.find(volume);
-    const count = v?.mounts.get(mountId);
-    if (!v || count === undefined) return;
-    const mounts = new Map(v.mounts);
-    if (count > 1) mounts.set(mountId, count - 1);
-    else mounts.delete(mountId);
-    await this.commit(volume, { ...v, mounts }).catch((err: Error) =>
+    if (!v?.mounts.has(mountId)) return;
+    await this.commit(volume, { ...v, mounts: withoutOne(v.mounts, mountId) }).catch((err: Error) =>
       this.log.warn({ volume, err: err.message }, 'the reference of a caller that hung up could not be taken back'),
     );
     const now = this.find(volume);
@@ -371,7 +365,8 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       if (v?.mounted) await this.commit(vm.name, markMounted(v, false)).catch(() => undefined);
       this.log.info({ volume: vm.name, why }, 'mount undone');
     } catch (err) {
-      this.log.warn({ volume: vm.name, why, err: (err as Error).message }, 'mount could not be undone; the next start releases it');
+      const message = scrub((err as Error).message, secretValues(vm.options));
+      this.log.warn({ volume: vm.name, why, err: message }, 'mount could not be undone; the next start releases it');
     }
   }
 
@@ -387,9 +382,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
         this.log.debug({ volume, id: mountId }, 'unmount of an unknown mount ID ignored');
         return;
       }
-      const mounts = new Map(v.mounts);
-      if (count > 1) mounts.set(mountId, count - 1);
-      else mounts.delete(mountId);
+      const mounts = withoutOne(v.mounts, mountId);
       const vm = this.volumeMount(v);
       const last = countRefs(mounts) === 0 && (v.mounted || (await this.host.isMountpoint(vm.target)));
       // The reference goes first: if it cannot be saved, nothing is torn down.
@@ -597,7 +590,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
         this.log.info({ volume: name }, 'mount that no container holds was undone');
         return 'released' as const;
       } catch (err) {
-        this.log.warn({ volume: name, err: (err as Error).message }, 'mount that no container holds could not be undone');
+        this.log.warn({ volume: name, err: this.scrubbed(v, (err as Error).message) }, 'mount that no container holds could not be undone');
         return 'idle' as const;
       }
     });
@@ -647,6 +640,15 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     await this.db.compact().catch((err: Error) => this.log.warn({ err: err.message }, 'no state snapshot at stop; the journal keeps every change'));
     await this.db.close();
   }
+}
+
+/** The references with one fewer for `id` (none left: the ID goes). */
+function withoutOne(mounts: ReadonlyMap<string, number>, id: string): Map<string, number> {
+  const next = new Map(mounts);
+  const count = next.get(id) ?? 0;
+  if (count > 1) next.set(id, count - 1);
+  else next.delete(id);
+  return next;
 }
 
 function callerGone(volume: string): VolumeError {

@@ -89,7 +89,8 @@ export interface StateStore {
   readonly volumes: ReadonlyMap<string, VolumeRecord>;
   /**
    * Makes `record` (null: the volume is removed) durable, then visible in `volumes`. On failure it
-   * throws StateWriteError, and neither memory nor disk holds any part of the change.
+   * throws StateWriteError, and neither memory nor disk holds any part of the change. A record
+   * equal to the one saved writes nothing.
    */
   put(name: string, record: VolumeRecord | null): Promise<void>;
   /** Waits for every write queued so far. */
@@ -237,6 +238,10 @@ class JournaledState implements StateStore {
   }
 
   put(name: string, record: VolumeRecord | null): Promise<void> {
+    // Saying again what is saved changes nothing on disk: such a change (a Mount of an ID that was
+    // counted once already) then works on a full state filesystem too.
+    const current = this.records.get(name);
+    if (record && current && sameRecord(current, record)) return Promise.resolve();
     const entry: JournalEntry = { n: name, r: record && toStored(record) };
     return new Promise<void>((resolve, reject) => {
       this.queue.push({
@@ -392,7 +397,7 @@ export async function openState(stateDir: string, opts: StateOptions = {}): Prom
 }
 
 /** Whether two records say the same: saving the second would change nothing on disk. */
-export function sameRecord(a: VolumeRecord, b: VolumeRecord): boolean {
+function sameRecord(a: VolumeRecord, b: VolumeRecord): boolean {
   if (a.mounts.size !== b.mounts.size) return false;
   for (const [id, n] of a.mounts) if (b.mounts.get(id) !== n) return false;
   return (

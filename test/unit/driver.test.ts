@@ -225,7 +225,7 @@ describe('Mount and Unmount', () => {
     const first = driver.mount('slow', 'A');
     // This call arrived almost a whole deadline ago (it waited in dockerd's queue, or for the plugin to start).
     const late = { arrivedAt: performance.now() - settings.mountTimeoutMs + 100, signal: new AbortController().signal };
-    await assert.rejects(driver.mount('slow', 'B', late), /the call's 10 s were used up before earlier calls on volume slow finished/);
+    await assert.rejects(driver.mount('slow', 'B', late), err('deadline', /^volume slow: the call's 10 s were used up before earlier calls on volume slow finished$/));
     await first;
     assert.deepEqual([driver.get('slow').Status?.refs, fake.calls], [1, ['mount slow']]);
   });
