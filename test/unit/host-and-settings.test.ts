@@ -104,7 +104,7 @@ describe('scrubbing secrets from text', () => {
 });
 
 describe('settings', () => {
-  it('default as design.md says', () => {
+  it('default as the README\'s settings table says', () => {
     const s = loadSettings({});
     assert.equal(s.socket, DEFAULTS.OSSNAS_SOCKET);
     assert.equal(s.stateDir, '/var/lib/ossnas');
