@@ -20,6 +20,7 @@ import { ensureDir, removeEmptyMountpoint } from '../host/files.js';
 import { openHostNamespace } from '../host/hostns.js';
 import { isMountpoint, readMounts } from '../host/mountinfo.js';
 import { mountUsers, MountUsersUnknown } from '../host/mount-users.js';
+import { bootId } from '../host/proc.js';
 import { probeMount, usageOf, type Usage } from '../host/probe.js';
 import type { Logger } from '../log.js';
 import { scrub, secretValues } from '../redact.js';
@@ -42,6 +43,8 @@ export interface DriverHost extends MountHost {
   mountpoints(): Promise<Set<string>>;
   /** Size and use of the filesystem at path; undefined when it does not answer at once. */
   usage(path: string): Promise<Usage | undefined>;
+  /** The host's boot ID (see VolumeRecord.boot); undefined: unknown. */
+  bootId(): Promise<string | undefined>;
   /** Mounts of the filesystem at `path` outside the directories in `ours` (containers holding it). */
   mountUsers(path: string, ours: readonly string[]): Promise<string[]>;
 }
@@ -82,13 +85,19 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
   /** Recorded volumes' exclusive use (a device number), by their options: asked once. */
   private readonly exclusive = new WeakMap<VolumeRecord['options'], Promise<{ key: string; shown: string } | undefined>>();
 
+  /** Mount IDs each volume had when the state was loaded, until settleLoaded has looked at them. */
+  private readonly loaded = new Map<string, ReadonlySet<string>>();
+
   private constructor(
     private readonly settings: Settings,
     private readonly backends: BackendRegistry,
     private readonly db: StateStore,
     private readonly log: Logger,
     private readonly host: DriverHost,
+    /** This boot of the host; stamped on records with references. */
+    private readonly boot: string | undefined,
   ) {
+    for (const v of db.volumes.values()) if (v.mounts.size > 0) this.loaded.set(v.name, new Set(v.mounts.keys()));
     this.ctx = {
       settings,
       log,
@@ -110,6 +119,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       probe: probeMount,
       usage: usageOf,
       mountUsers,
+      bootId,
     },
     stateOptions: StateOptions = {},
   ): Promise<VolumeDriver> {
@@ -119,7 +129,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     for (const [dir, mode] of [[settings.mountRoot, 0o755], [settings.runDir, 0o700]] as const) {
       await ensureDir(dir, mode).catch((err: Error) => log.warn({ dir, err: err.message }, 'directory not created; mounts need it'));
     }
-    return new VolumeDriver(settings, backends, db, log, host);
+    return new VolumeDriver(settings, backends, db, log, host, await host.bootId());
   }
 
   mountpoint(name: string): string {
@@ -160,12 +170,14 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       } catch (err) {
         throw new VolumeError('deadline', `volume ${volume}: ${(err as Error).message}`);
       }
+      await this.settleLoaded(volume);
       return fn();
     });
   }
 
   /** Saves a new record (null: the volume is gone) and makes it the driver's; a failure changes nothing. */
   private async commit(name: string, next: VolumeRecord | null): Promise<void> {
+    if (next && next.mounts.size > 0 && this.boot !== undefined && next.boot !== this.boot) next = { ...next, boot: this.boot };
     try {
       await this.db.put(name, next);
     } catch (err) {
@@ -535,6 +547,51 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
   }
 
   /**
+   * The first call on a volume after a start settles the references loaded with the state. Docker
+   * sends no Unmount for a container that died with its node (dockerd, containerd and the shims
+   * killed, or the host rebooted): its reference would keep the volume mounted, FUSE client and
+   * all, for a task that runs on another node by then. A loaded reference is released when it is
+   * provably stale: it was recorded in an earlier boot of the host, or the volume's mount is there
+   * and no mount namespace on the host holds it. A mount that is not there tells nothing (after a
+   * disable and enable, running containers keep mounts of their own), so its references stay.
+   * References taken since the start are never looked at. Any failure keeps them, for the next call.
+   */
+  private async settleLoaded(name: string): Promise<'released' | undefined> {
+    const loaded = this.loaded.get(name);
+    if (!loaded) return undefined;
+    const v = this.find(name);
+    const stale = v ? [...v.mounts.keys()].filter((id) => loaded.has(id)) : [];
+    if (!v || stale.length === 0) {
+      this.loaded.delete(name);
+      return undefined;
+    }
+    const vm = this.volumeMount(v);
+    try {
+      let why: string | undefined;
+      if (v.boot !== undefined && this.boot !== undefined && v.boot !== this.boot) why = 'recorded before the host last booted';
+      else if ((await this.host.isMountpoint(vm.target)) && (await this.mountUsers(vm.target)).length === 0) {
+        why = 'no mount namespace on the host holds the mount';
+      }
+      if (!why) {
+        this.loaded.delete(name);
+        return undefined;
+      }
+      const mounts = new Map(v.mounts);
+      for (const id of stale) mounts.delete(id);
+      const last = countRefs(mounts) === 0;
+      await this.commit(name, last ? markMounted({ ...v, mounts }, false) : { ...v, mounts });
+      this.loaded.delete(name);
+      this.log.warn({ volume: name, staleIds: stale, why }, 'references from before the start that no container holds were released');
+      if (last && (await this.host.isMountpoint(vm.target))) await this.undoMount(vm, 'no container has held it since the start');
+      return last ? 'released' : undefined;
+    } catch (err) {
+      // The IDs stay in `loaded`: the next call on the volume looks again.
+      this.log.warn({ volume: name, err: this.scrubbed(v, (err as Error).message) }, 'references from before the start not checked; kept for now');
+      return undefined;
+    }
+  }
+
+  /**
    * Makes a held volume serve: adopt a mount that is there, or replace a dead or missing one. One
    * that does not answer is adopted as it is, said so in Status, and looked at again with backoff
    * until it answers.
@@ -543,6 +600,10 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     const attempt = this.retries.attempt(name);
     const deadline = Deadline.after(this.settings.mountTimeoutMs);
     return this.lock.run(name, async () => {
+      if ((await this.settleLoaded(name)) === 'released') {
+        this.retries.succeeded(name);
+        return 'released' as const;
+      }
       const v = this.find(name);
       if (!v || refCount(v) === 0) {
         this.retries.succeeded(name); // nobody needs it any more

@@ -7,12 +7,15 @@ export interface RestoreReport {
   adopted: string[];
   remounted: string[];
   failed: string[];
-  /** Mounted, but no container holds them: left by a crash between a mount and its record. */
+  /**
+   * Mounted, but no container holds them: left by a crash between a mount and its record, or
+   * held only by references that were stale at the start (containers that died with the node).
+   */
   released: string[];
   ms: number;
 }
 
-export type RepairOutcome = 'adopted' | 'remounted' | 'failed' | 'idle';
+export type RepairOutcome = 'adopted' | 'remounted' | 'failed' | 'released' | 'idle';
 
 /** What the restore asks of the driver: each step runs under the volume's own lock. */
 export interface Restorable {

@@ -38,6 +38,12 @@ export interface VolumeRecord {
   readonly lastError?: { readonly message: string; readonly at: string };
   /** When Status's health (ok, idle, error) last changed; RFC 3339. Absent: since createdAt. */
   readonly since?: string;
+  /**
+   * The host's boot ID when references were last recorded: a start in a later boot knows that
+   * every reference it loads is stale, since no container outlives a reboot. Absent in records of
+   * older versions.
+   */
+  readonly boot?: string;
 }
 
 /** A record as the files hold it (`mounts` as a JSON object). */
@@ -406,6 +412,7 @@ function sameRecord(a: VolumeRecord, b: VolumeRecord): boolean {
     a.options === b.options &&
     a.mounted === b.mounted &&
     a.since === b.since &&
+    a.boot === b.boot &&
     a.lastError?.message === b.lastError?.message &&
     a.lastError?.at === b.lastError?.at
   );

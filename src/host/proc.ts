@@ -14,3 +14,12 @@ export async function statFields(pid: number): Promise<string[] | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
   return stat ? stat.slice(stat.lastIndexOf(')') + 2).split(' ') : undefined;
 }
+
+/**
+ * The kernel's ID of the current boot, new at every start of the host. Undefined where it cannot
+ * be read (then nothing is compared with it).
+ */
+export async function bootId(): Promise<string | undefined> {
+  const id = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
+  return id || undefined;
+}

@@ -18,6 +18,8 @@ export class FakeBackend implements Backend {
   readonly users = new Map<string, string[]>();
   /** Whether the host double cannot see every namespace (mountUsers throws MountUsersUnknown). */
   usersUnknown = false;
+  /** The host's boot ID as the host double reports it; a test "reboots" by changing it. */
+  bootId: string | undefined = 'boot-1';
   failNextUnmount = false;
   /** How many of the next mounts fail (a backend that is down for a while). */
   failNextMounts = 0;

@@ -26,6 +26,7 @@ export async function fakeDriver(dir: string, fake = new FakeBackend(), stateOpt
       if (fake.usersUnknown) throw new MountUsersUnknown('the double cannot see every namespace');
       return fake.mounted.has(p) ? (fake.users.get(p) ?? []) : [];
     },
+    bootId: async () => fake.bootId,
   }, stateOptions);
   return { driver, fake, settings, lines };
 }

@@ -25,6 +25,8 @@ const until = async (cond: () => boolean, ms = 5000) => {
     await new Promise((r) => setTimeout(r, 20));
   }
 };
+/** A container on the host has the mount at TARGET in its own namespace (what mountUsers finds). */
+const heldByContainer = (fake: FakeBackend, target: string) => fake.users.set(target, ['PID 4242: /data']);
 const err = (kind: string, re: RegExp) => (e: unknown) => e instanceof VolumeError && e.kind === kind && re.test(e.message);
 
 describe('Create', () => {
@@ -237,6 +239,7 @@ describe('Mount and Unmount', () => {
     for (const id of ids) await driver.mount('v', id);
     assert.equal(driver.get('v').Status?.refs, ids.length);
     driver.close();
+    heldByContainer(fake, [...fake.mounted][0]!);
     const { driver: again } = await fakeDriver(dir, fake);
     assert.equal(again.get('v').Status?.refs, ids.length);
     for (const id of ids.slice(1)) await again.unmount('v', id);
@@ -301,6 +304,7 @@ describe('a mount that does not answer', () => {
     const fake2 = new FakeBackend();
     fake2.mounted.add(path.join(settings.mountRoot, 'v'));
     fake2.stuck.add(path.join(settings.mountRoot, 'v'));
+    heldByContainer(fake2, path.join(settings.mountRoot, 'v'));
     const { driver: again } = await fakeDriver(dir, fake2);
     const report = await again.restore();
     assert.deepEqual([report.adopted, report.remounted, fake2.calls], [['v'], [], ['adopt v']]);
@@ -471,6 +475,8 @@ describe('restore after a start', () => {
     fake2.mounted.add(path.join(settings.mountRoot, 'kernel'));
     fake2.mounted.add(path.join(settings.mountRoot, 'dead'));
     fake2.dead.add(path.join(settings.mountRoot, 'dead'));
+    // Their containers still run (the plugin alone restarted), the dead mount's too.
+    for (const n of ['kernel', 'dead']) heldByContainer(fake2, path.join(settings.mountRoot, n));
     const { driver: again } = await fakeDriver(dir, fake2);
     const report = await again.restore();
     assert.deepEqual([report.adopted, report.remounted.sort(), report.failed], [['kernel'], ['dead', 'fuse'], []]);
@@ -492,6 +498,7 @@ describe('restore after a start', () => {
     const fake2 = new FakeBackend();
     fake2.mounted.add(path.join(settings.mountRoot, 'orphan'));
     fake2.mounted.add(path.join(settings.mountRoot, 'held'));
+    heldByContainer(fake2, path.join(settings.mountRoot, 'held'));
     const { driver: again } = await fakeDriver(dir, fake2);
     const report = await again.restore();
     assert.deepEqual([report.adopted, report.released], [['held'], ['orphan']]);
@@ -565,5 +572,87 @@ describe('restore after a start', () => {
     assert.deepEqual(fake.calls, ['mount v', 'unmount v', 'mount v']);
     assert.equal(driver.get('v').Status?.mounted, true);
     driver.close();
+  });
+});
+
+describe('references from before a start that no container holds (their containers died with the node)', () => {
+  /** A driver with volume v mounted for ID A, then "restarted" over FAKE2's host. */
+  async function restartedWithA(prepare: (fake2: FakeBackend, target: string) => void) {
+    const { driver, dir, settings } = await setup();
+    await driver.create('v', opts);
+    await driver.mount('v', 'A');
+    driver.close();
+    const target = path.join(settings.mountRoot, 'v');
+    const fake2 = new FakeBackend();
+    prepare(fake2, target);
+    const restarted = await fakeDriver(dir, fake2);
+    cleanups.push(async () => restarted.driver.close());
+    return { ...restarted, target };
+  }
+
+  for (const how of ['serving', 'dead'] as const) {
+    it(`are released at restore when the mount is there (${how}) and no namespace holds it, and the mount is undone`, async () => {
+      const { driver, fake, target, lines } = await restartedWithA((f, t) => {
+        f.mounted.add(t);
+        if (how === 'dead') f.dead.add(t);
+      });
+      const report = await driver.restore();
+      assert.deepEqual([report.released, report.adopted, report.remounted], [['v'], [], []]);
+      assert.deepEqual(fake.calls, ['unmount v'], 'undone, never mounted again');
+      assert.equal(fake.mounted.has(target), false);
+      assert.deepEqual([driver.get('v').Status?.refs, driver.get('v').Status?.mounted], [0, false]);
+      assert.match(lines.join(''), /"staleIds":\["A"\].*references from before the start that no container holds were released/);
+      // Docker's Unmount for A, should it come after all, changes nothing; the volume is removable.
+      await driver.unmount('v', 'A');
+      await driver.remove('v');
+    });
+  }
+
+  it('are released when recorded in an earlier boot of the host, though nothing is mounted', async () => {
+    const { driver, fake } = await restartedWithA((f) => (f.bootId = 'boot-2'));
+    const report = await driver.restore();
+    assert.deepEqual([report.released, report.remounted], [['v'], []]);
+    assert.deepEqual(fake.calls, []);
+    assert.equal(driver.get('v').Status?.refs, 0);
+  });
+
+  it('are kept when a container holds the mount, when that cannot be known, and when nothing is mounted in the same boot', async () => {
+    const held = await restartedWithA((f, t) => {
+      f.mounted.add(t);
+      heldByContainer(f, t);
+    });
+    const unknown = await restartedWithA((f, t) => {
+      f.mounted.add(t);
+      f.usersUnknown = true;
+    });
+    // A disable and enable: the running containers keep mounts of their own, which we cannot see from here.
+    const absent = await restartedWithA(() => undefined);
+    const reports = await Promise.all([held, unknown, absent].map((r) => r.driver.restore()));
+    assert.deepEqual(reports.map((r) => [r.adopted, r.remounted, r.released]), [[['v'], [], []], [['v'], [], []], [[], ['v'], []]]);
+    for (const r of [held, unknown, absent]) assert.equal(r.driver.get('v').Status?.refs, 1);
+  });
+
+  it('a Mount that comes before the restore settles them first, and its own reference stays', async () => {
+    const { driver, fake, target } = await restartedWithA((f, t) => f.mounted.add(t));
+    await driver.mount('v', 'B');
+    assert.deepEqual(fake.calls, ['unmount v', 'mount v']);
+    heldByContainer(fake, target); // B's container starts
+    const report = await driver.restore();
+    assert.deepEqual([report.released, report.adopted], [[], ['v']]);
+    assert.equal(driver.get('v').Status?.refs, 1);
+    await driver.unmount('v', 'B');
+    assert.equal(fake.mounted.has(target), false, 'B was the only reference');
+  });
+
+  it('references taken since the start are stamped with this boot, and only loaded ones are ever settled', async () => {
+    // B is taken after the start; no container holds the mount yet (its container is being created).
+    const { driver, fake, target } = await restartedWithA((f, t) => heldByContainer(f, t));
+    const report = await driver.restore();
+    assert.deepEqual(report.remounted, ['v']);
+    await driver.mount('v', 'B');
+    fake.users.delete(target);
+    await driver.restore(); // a second pass (as a retry would) finds nothing to settle
+    assert.equal(driver.get('v').Status?.refs, 2);
+    assert.equal(fake.mounted.has(target), true);
   });
 });
