@@ -9,7 +9,7 @@ import { scrub } from '../redact.js';
 import { leaveOurCgroups } from './cgroups.js';
 import { processIds, statFields } from './proc.js';
 import { loadExeca, run } from './exec.js';
-import { findMount } from './mountinfo.js';
+import { findMount, type MountEntry } from './mountinfo.js';
 import { lazyUnmount } from './unmount.js';
 
 export class FuseMountError extends Error {}
@@ -205,34 +205,70 @@ async function startTime(pid: number): Promise<string | undefined> {
   return !fields || fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
 }
 
+interface Candidate {
+  pid: number;
+  command: string;
+}
+
 /**
  * Every running FUSE client of the given commands, by the mountpoint in its argv. That is argv[2]
  * as we start it, but s3fs splits `bucket:/path` in place, so any absolute-path word counts.
+ * Several clients may name one path: every ossnas plugin on the host mounts at /mnt/volumes/NAME
+ * in a mount namespace of its own, and with pidhost we see all their clients.
  */
-async function clientsByTarget(commands: readonly string[]): Promise<Map<string, { pid: number; command: string }>> {
-  const found = new Map<string, { pid: number; command: string }>();
+async function clientsByTarget(commands: readonly string[]): Promise<Map<string, Candidate[]>> {
+  const found = new Map<string, Candidate[]>();
   const pids = await processIds();
   await Promise.all(
     pids.map(async (p) => {
       const argv = (await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0');
       const command = path.basename(argv[0]!);
       if (!commands.includes(command)) return;
-      for (const word of argv.slice(1)) if (word.startsWith('/')) found.set(word, { pid: p, command });
+      for (const word of argv.slice(1)) {
+        if (!word.startsWith('/')) continue;
+        const list = found.get(word) ?? [];
+        if (!list.some((c) => c.pid === p)) list.push({ pid: p, command });
+        found.set(word, list);
+      }
     }),
   );
   return found;
 }
 
+/**
+ * Whether `candidate` serves `mount`: in its own mount namespace the topmost mount at `target` is
+ * that same FUSE connection (its device, 0:N, is unique while the connection lives). The argv
+ * path cannot tell apart the clients of two plugins on one host; the device can. A client that
+ * outlived an earlier process of ours still shows it: it lives in that process's namespace, where
+ * the mount sits at the same path, the one we see through the propagated mount. The topmost
+ * mount, not any: a namespace copied from ours after we mounted holds our mount too, under the
+ * one its own client made.
+ */
+async function serves(candidate: Candidate, target: string, mount: MountEntry): Promise<boolean> {
+  const theirs = await findMount(target, `/proc/${candidate.pid}/mountinfo`).catch(() => undefined);
+  return !!theirs && theirs.fsType.startsWith('fuse') && theirs.device === mount.device;
+}
+
 let scan: { at: number; result: ReturnType<typeof clientsByTarget> } | undefined;
 
 /**
- * The client already serving `target` (one that outlived an earlier plugin process), watched so
- * that its exit is noticed like a child's. A restore adopts many mounts at once: one scan of
- * /proc serves them all.
+ * The client serving the mount at `target` that this process sees (one that outlived an earlier
+ * plugin process), watched so that its exit is noticed like a child's. Undefined when no FUSE
+ * mount is there or no client of it is found: another plugin's client at the same path must never
+ * be watched, let alone stopped. A restore adopts many mounts at once: one scan of /proc serves
+ * them all; the device is checked per target.
  */
 export async function adoptFuseClient(target: string, commands: readonly string[]): Promise<FuseDaemon | undefined> {
+  const mount = await findMount(target);
+  if (!mount || !mount.fsType.startsWith('fuse')) return undefined;
   if (!scan || Date.now() - scan.at > WATCH_MS) scan = { at: Date.now(), result: clientsByTarget(commands) };
-  const found = (await scan.result).get(target);
+  let found: Candidate | undefined;
+  for (const candidate of (await scan.result).get(target) ?? []) {
+    if (await serves(candidate, target, mount)) {
+      found = candidate;
+      break;
+    }
+  }
   const started = found && (await startTime(found.pid));
   if (!found || !started) return undefined;
   const { pid, command } = found;

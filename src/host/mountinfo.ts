@@ -44,9 +44,12 @@ export async function readMounts(file = '/proc/self/mountinfo'): Promise<MountEn
   return parseMountinfo(await readFile(file, 'utf8'));
 }
 
-/** The topmost mount at exactly `path`, if any (later lines stack over earlier ones). */
-export async function findMount(path: string): Promise<MountEntry | undefined> {
-  const mounts = await readMounts();
+/**
+ * The topmost mount at exactly `path`, if any (later lines stack over earlier ones), as this
+ * process sees it, or as another does when given its /proc/PID/mountinfo.
+ */
+export async function findMount(path: string, file?: string): Promise<MountEntry | undefined> {
+  const mounts = await readMounts(file);
   for (let i = mounts.length - 1; i >= 0; i--) if (mounts[i]!.mountPoint === path) return mounts[i];
   return undefined;
 }

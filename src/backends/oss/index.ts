@@ -260,7 +260,9 @@ export class OssBackend implements Backend {
   async adopt(name: string, _options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
     if (this.daemons.has(target)) return;
     const daemon = await adoptFuseClient(target, CLIENTS);
-    if (daemon) this.watch(name, target, daemon, ctx);
+    // The mount is kept either way; unwatched, its client's exit is noticed only when a later Mount finds it dead.
+    if (!daemon) throw new BackendError(`no ${CLIENTS.join(' or ')} client of the FUSE mount at ${target} was found`);
+    this.watch(name, target, daemon, ctx);
   }
 
   /** A client that exits while its mount is in use is reported, so that the driver repairs it. */
