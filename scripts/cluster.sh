@@ -137,7 +137,7 @@ node_pids() {
   pid=$(pid_of "$node"); [ -n "$pid" ] && queue+=("$pid")
   for d in /proc/[0-9]*; do
     pid=${d#/proc/}
-    tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$address" && queue+=("$pid")
+    { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -qF -- "$address" && queue+=("$pid")
   done
   while [ ${#queue[@]} -gt 0 ]; do
     pid=${queue[0]}; queue=("${queue[@]:1}")
