@@ -609,7 +609,8 @@ describe('references from before a start that no container holds (their containe
   }
 
   it('are released when recorded in an earlier boot of the host, though nothing is mounted', async () => {
-    const { driver, fake } = await restartedWithA((f) => (f.bootId = 'boot-2'));
+    const { driver, fake, settings } = await restartedWithA((f) => (f.bootId = 'boot-2'));
+    assert.equal((await loadState(settings.stateDir)).volumes.v?.boot, 'boot-1', 'the record says in which boot A was taken');
     const report = await driver.restore();
     assert.deepEqual([report.released, report.remounted], [['v'], []]);
     assert.deepEqual(fake.calls, []);
@@ -644,7 +645,7 @@ describe('references from before a start that no container holds (their containe
     assert.equal(fake.mounted.has(target), false, 'B was the only reference');
   });
 
-  it('references taken since the start are stamped with this boot, and only loaded ones are ever settled', async () => {
+  it('only references loaded at the start are ever settled: one taken since, whose container is not there yet, stays', async () => {
     // B is taken after the start; no container holds the mount yet (its container is being created).
     const { driver, fake, target } = await restartedWithA((f, t) => heldByContainer(f, t));
     const report = await driver.restore();
