@@ -46,6 +46,7 @@ import {
   writeJsonReport,
 } from './fuse-host.js';
 import { startS3, type S3Server } from '../test/helpers/s3.js';
+import { holdMount, type Holder } from '../test/helpers/holder.js';
 
 const BUCKET = 'bench';
 const FILE = 'restore-check.txt';
@@ -423,6 +424,14 @@ async function main(): Promise<void> {
       mounted[i] = true;
     });
     const setupMs = performance.now() - t0;
+    // A container holds each volume, as in production: a bind of its mount in a namespace of its
+    // own. Without one, the restarted plugin rightly releases the references (no container holds
+    // them) instead of restoring the mounts.
+    const holders: Holder[] = [];
+    cleanup.add('holders', async () => Promise.all(holders.map((h) => h.release())));
+    await pool(names, SETUP_CONCURRENCY, async (name) => {
+      holders.push(await holdMount(path.join(plugin!.mountRoot, name), path.join(dir, 'holders', name)));
+    });
     await writeFile(path.join(plugin.mountRoot, names[0]!, FILE), CONTENT);
     setup.close();
     log(`created and mounted ${n} OSS volumes in ${(setupMs / 1000).toFixed(1)} s (${SETUP_CONCURRENCY} Mounts in flight)`);

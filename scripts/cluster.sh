@@ -12,9 +12,11 @@
 #                            kernel mounts and dead FUSE mounts stay where they were)
 #   cluster.sh start NODE    the failed node comes back (same data root: its containers, plugins, swarm)
 #   cluster.sh env NODE      DOCKER_HOST=... for that node
+#   cluster.sh pids NODE     every process of the node (what `kill` kills)
 #   cluster.sh info          one line per node: name, socket, pid, log, plus the registry
 #
-# Nodes are light for a 2-core machine: no default bridge, no iptables. Every node reports the
+# Nodes are light for a 2-core machine: no iptables rules, and a bridge of each node's own
+# (ossnas-nN, 10.231.N.0/24), never the host's docker0. Every node reports the
 # same hostname; each is labelled ossnas.node=nN in the swarm. Ports: OSSNAS_CLUSTER_PORT (default
 # 4377) + node number for swarm, OSSNAS_CLUSTER_PORT + 100 for the registry. Files:
 # OSSNAS_CLUSTER_DIR (default /var/lib/ossnas-cluster) and /run/ossnas-cluster (sockets, exec roots).
@@ -36,17 +38,31 @@ pid_of() { cat "$run/$1/docker.pid" 2>/dev/null || true; }
 alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 nodes() { local d; for d in "$base"/n[0-9]*; do [ -d "$d" ] && basename "$d"; done | sort -V; }
 
+# A bridge of the node's own, with its own subnet: with --bridge none, dockerd deletes the link
+# named docker0, which is the host's own dockerd's bridge here (one network namespace for all).
+bridge_of() { echo "ossnas-$1"; }
+ensure_bridge() {
+  local node=$1 n=${1#n} br
+  br=$(bridge_of "$node")
+  if ! ip link show "$br" >/dev/null 2>&1; then
+    ip link add "$br" type bridge
+    ip addr add "10.231.$n.1/24" dev "$br"
+  fi
+  ip link set "$br" up
+}
+
 start_node() {
   local node=$1
   mkdir -p "$base/$node/data" "$run/$node/exec"
   alive "$node" && return 0
+  ensure_bridge "$node"
   # setsid: the node outlives this script, and a bare `wait` in a caller never waits on it.
   setsid dockerd \
     --host "unix://$(sock "$node")" \
     --data-root "$base/$node/data" \
     --exec-root "$run/$node/exec" \
     --pidfile "$run/$node/docker.pid" \
-    --bridge none --iptables=false --ip-masq=false --ip-forward=false \
+    --bridge "$(bridge_of "$node")" --iptables=false --ip-masq=false --ip-forward=false \
     --userland-proxy=false \
     </dev/null >>"$base/$node/dockerd.log" 2>&1 &
   local i
@@ -116,6 +132,10 @@ cmd_up() {
   local count=${1:-3} i
   [ "$count" -ge 1 ] || die "N must be at least 1"
   mkdir -p "$base" "$run"
+  # Swarm makes a bridge docker_gwbridge in the (shared) network namespace: removed at `down`
+  # only when the cluster made it.
+  [ -e "$run/gwbridge-existed" ] || [ -e "$run/gwbridge-new" ] ||
+    { ip link show docker_gwbridge >/dev/null 2>&1 && touch "$run/gwbridge-existed" || touch "$run/gwbridge-new"; }
   start_registry
   # Started together: each dockerd takes about a second, mostly waiting.
   local starters=()
@@ -211,6 +231,8 @@ cmd_down() {
   for m in $(awk -v a="$base/" -v b="$run/" 'index($5, a) == 1 || index($5, b) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
     umount -l "$m" 2>/dev/null || true
   done
+  for node in $(nodes); do ip link del "$(bridge_of "$node")" 2>/dev/null || true; done
+  [ -e "$run/gwbridge-new" ] && ip link del docker_gwbridge 2>/dev/null || true
   rm -rf "$base" "$run"
   echo "cluster removed"
 }
@@ -231,6 +253,7 @@ case ${1:-} in
   kill) shift; cmd_kill "$@" ;;
   start) shift; cmd_start "$@" ;;
   env) shift; cmd_env "$@" ;;
+  pids) shift; node_pids "${1:?node name}" ;;
   info) cmd_info ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -192,6 +192,7 @@ describe('a swarm of three nodes with ossnas on each', { skip: rootSkipReason(),
     const seen = await Promise.all(nodes.map((n) => n.docker(['plugin', 'inspect', '--format', '{{.Enabled}} {{.PluginReference}} {{json .Config.Rootfs.DiffIds}}', PLUGIN])));
     assert.equal(new Set(seen).size, 1, `every node the same: ${seen.join(' | ')}`);
     assert.match(seen[0]!, new RegExp(`^true ${ref} \\["sha256:`));
+    t.diagnostic(`resident memory per node, plugin enabled, no task: ${(await Promise.all(nodes.map(async (n) => `${n.name} ${await n.memoryMiB()} MiB`))).join(', ')}`);
   });
 
   it('a task moved by drain finds its data and writes on; the node it left keeps no mount; and back again', async (t) => {
@@ -284,6 +285,7 @@ describe('a swarm of three nodes with ossnas on each', { skip: rootSkipReason(),
     const newFile = await visible('a new file', 'echo new > /data/shared/probe', 'grep -q new /data/shared/probe');
     const append = await visible('an append', 'echo more >> /data/shared/probe', 'grep -q more /data/shared/probe');
     t.diagnostic(`written on ${a.name}, read on ${b.name} (each check is a docker exec): new file ${newFile} ms, append ${append} ms`);
+    t.diagnostic(`resident memory per node, one task and one s3fs each: ${(await Promise.all(nodes.map(async (n) => `${n.name} ${await n.memoryMiB()} MiB`))).join(', ')}`);
     await removeService(svc);
     for (const n of nodes) await nothingHeldOn(n, vol);
   });

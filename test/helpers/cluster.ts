@@ -36,6 +36,14 @@ export class ClusterNode {
     return path.join(root, 'plugins', id, 'propagated-mount');
   }
 
+  /** Resident memory of everything the node runs (dockerd, containerd, shims, plugin, FUSE clients, containers), in MiB. */
+  async memoryMiB(): Promise<number> {
+    const pids = (await script(['pids', this.name])).split(/\s+/).filter(Boolean);
+    let kib = 0;
+    for (const pid of pids) kib += Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1] ?? 0);
+    return Math.round(kib / 1024);
+  }
+
   /** This node's part of dockerd's log (where its plugin's lines land) from byte FROM on. */
   async logSince(from = 0): Promise<string> {
     return (await readFile(this.log, 'utf8').catch(() => '')).slice(from);
@@ -62,7 +70,10 @@ async function script(args: string[], timeout = 180_000): Promise<string> {
 /** `cluster.sh up N` (a cluster left by a crashed run is removed first), parsed from its `info` lines. */
 export async function startCluster(count: number): Promise<Cluster> {
   await script(['down']);
-  const info = await script(['up', String(count)]);
+  const info = await script(['up', String(count)]).catch(async (err: unknown) => {
+    await script(['down']).catch(() => undefined); // nothing half made stays
+    throw err;
+  });
   const nodes: ClusterNode[] = [];
   let registry = '';
   for (const line of info.split('\n')) {
