@@ -3,6 +3,7 @@
 // sees, without a dockerd.
 import { mkdir } from 'node:fs/promises';
 import { execa, type ResultPromise } from 'execa';
+import type { PluginClient } from './docker-client.js';
 
 export interface Holder {
   /** The holding process; kill it to play a container that is gone. */
@@ -36,4 +37,22 @@ export async function holdMount(mountpoint: string, dir: string): Promise<Holder
       await p;
     },
   };
+}
+
+/**
+ * A container that holds volume NAME of a kernel-mounted type (disk) from now on, but with no
+ * reference of its own: Mount, bind the mount in a namespace of its own, Unmount. The bind keeps
+ * the filesystem (and its loop device) alive, and every later mount of that device is the same
+ * filesystem: at a start, the plugin then sees the volume held by a container, as it is when
+ * containers run, and keeps its references. Tests of the state across kill -9 need that.
+ */
+export async function holdVolume(client: PluginClient, name: string, dir: string): Promise<Holder> {
+  const id = `holder-${name}`;
+  const mounted = await client.call('VolumeDriver.Mount', { Name: name, ID: id });
+  const mountpoint = mounted.json.Mountpoint;
+  if (mounted.json.Err || typeof mountpoint !== 'string') throw new Error(`holding ${name}: Mount answered ${mounted.text}`);
+  const holder = await holdMount(mountpoint, dir);
+  const unmounted = await client.call('VolumeDriver.Unmount', { Name: name, ID: id });
+  if (unmounted.json.Err) throw new Error(`holding ${name}: Unmount answered ${unmounted.text}`);
+  return holder;
 }

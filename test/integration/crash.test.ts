@@ -10,6 +10,7 @@ import { loadState } from '../../src/driver/state.js';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { PluginClient } from '../helpers/docker-client.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { holdVolume, type Holder } from '../helpers/holder.js';
 import { startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
 
 const CLIENTS = 4;
@@ -63,6 +64,7 @@ describe('kill -9 at random instants during a burst of calls', { skip: rootSkipR
   let dir: string;
   let cleanup: () => Promise<void>;
   let plugin: PluginProcess | undefined;
+  const holders: Holder[] = [];
 
   before(async () => {
     const t = await tempDir();
@@ -71,6 +73,7 @@ describe('kill -9 at random instants during a burst of calls', { skip: rootSkipR
   });
   after(async () => {
     await plugin?.stop();
+    await Promise.all(holders.map((h) => h.release()));
     for (const m of (await readMounts()).reverse()) {
       if (m.mountPoint.startsWith(dir)) await execa('umount', ['-l', m.mountPoint], { reject: false });
     }
@@ -84,6 +87,9 @@ describe('kill -9 at random instants during a burst of calls', { skip: rootSkipR
     for (let c = 0; c < CLIENTS; c++) {
       const created = await running.client.call('VolumeDriver.Create', { Name: `c${c}-disk`, Opts: { type: 'disk', size: '16M' } });
       assert.deepEqual(created.json, { Err: '' });
+      // A container holds each volume, so that a start keeps the references (it releases those
+      // no container holds: containers that died with their node).
+      holders.push(await holdVolume(running.client, `c${c}-disk`, path.join(dir, 'holders', `c${c}`)));
     }
     let acknowledged = 0;
     for (let round = 0; round < ROUNDS; round++) {

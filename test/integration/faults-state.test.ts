@@ -13,6 +13,7 @@ import { PluginClient, type Reply } from '../helpers/docker-client.js';
 import { waitFor } from '../helpers/docker.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
 import { attachLoop, fillUntilFull, freeBytes, logLines, mountedAt, mountTmpfs, sleep, Undo, unmountAll } from '../helpers/faults.js';
+import { holdMount, holdVolume, type Holder } from '../helpers/holder.js';
 import { finishPlugin, startPlugin, startPluginInTempDir, type PluginProcess } from '../helpers/plugin-process.js';
 
 const CLIENTS = 4;
@@ -144,6 +145,9 @@ describe('a full state filesystem', { skip: rootSkipReason(), timeout: 240_000 }
       const disk = `c${c}-disk`;
       const r = await first.client.call('VolumeDriver.Create', { Name: disk, Opts: { type: 'disk', device: devices[c]! } });
       assert.deepEqual(r.json, { Err: '' });
+      // A container holds each disk, so that a start keeps its references (see holdVolume).
+      const holder = await holdVolume(first.client, disk, path.join(dir, 'holders', disk));
+      undo.add(`the holder of ${disk}`, () => holder.release());
       ledgers.push({ disk, mountpoint: path.join(first.mountRoot, disk), volumes: new Map(), refs: new Map() });
     }
     const totals = { changes: 0, refused: 0, refusedMounts: 0, refusedAtStart: 0, facts: 0 };
@@ -266,7 +270,11 @@ function checkLedgers(ledgers: Ledger[], state: StateData, round: number): numbe
 
 describe('mount IDs named like Object.prototype members', { skip: rootSkipReason(), timeout: 120_000 }, () => {
   let plugin: PluginProcess | undefined;
-  after(() => finishPlugin(plugin));
+  let holder: Holder | undefined;
+  after(async () => {
+    await finishPlugin(plugin);
+    await holder?.release();
+  });
 
   it('constructor, __proto__ and toString are three references on one disk volume, across kill -9 (journal) and a second kill -9 (snapshot)', async () => {
     const IDS = ['constructor', '__proto__', 'toString'];
@@ -277,6 +285,8 @@ describe('mount IDs named like Object.prototype members', { skip: rootSkipReason
     for (const ID of IDS) assert.deepEqual((await call('Mount', { Name: 'odd', ID })).json, { Mountpoint: mp, Err: '' });
     const refs = async () => ((await call('Get', { Name: 'odd' })).json.Volume as { Status: { refs: number } }).Status.refs;
     assert.equal(await refs(), 3);
+    // The container that holds it (without one, a start rightly releases the three references).
+    holder = await holdMount(mp, path.join(plugin.dir, 'holder'));
 
     // First from the journal (kill -9 leaves no snapshot), then from the snapshot that start wrote.
     for (const from of ['journal', 'snapshot']) {
