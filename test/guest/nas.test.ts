@@ -271,6 +271,9 @@ describe('NAS volumes on a real NFS server', { skip: inGuest ? false : 'runs ins
   it('a server that hangs, then stops, across a plugin restart: calls answered while the restore waits on it, repaired once the server is back', async (t) => {
     await create('across', { path: EXPORT, vers: '4.1' });
     const mp = await mount('across', 11);
+    // A container holds it (without one, the restart rightly releases the reference).
+    const holder = await holdMount(mp, path.join(plugin.dir, 'container-across'));
+    t.after(() => holder.release());
     await nfsd('stop');
     // In the server's place, something that accepts connections and never answers: the hard
     // mount's statfs hangs. The restore's repair of 'across' waits its 2 s probe for it, then keeps

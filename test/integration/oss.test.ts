@@ -247,9 +247,13 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.equal(await fuseMountAt(mp), undefined);
   });
 
-  it('a mount that died while the plugin was down is restored at start, before any new Mount', async () => {
+  it('a mount that died while the plugin was down is restored at start, before any new Mount', async (t) => {
     await call('Create', { Name: 'stale', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
     const mp = String((await call('Mount', { Name: 'stale', ID: ID(1) })).json.Mountpoint);
+    // A container holds it (its own namespace, a bind of the mount): without one, a start
+    // rightly releases the reference instead of restoring the mount.
+    const holder = await holdMount(mp, path.join(plugin.dir, 'container-stale'));
+    t.after(() => holder.release());
     await plugin.stop();
     process.kill(s3fsPid(await s3fsCommandLineWithPid(mp)), 'SIGKILL');
     await waitUntil(async () => (await s3fsCommandLine(mp)) === '');
@@ -298,10 +302,15 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.match(String(r.json.Err), /'readdir_optimize' is an option of ossfs, and this plugin mounts with s3fs/);
   });
 
-  it('state survives a plugin restart: volumes and references are still there', async () => {
+  it('state survives a plugin restart: volumes and references are still there', async (t) => {
     await call('Create', { Name: 'durable', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
-    await call('Mount', { Name: 'durable', ID: ID(1) });
+    const mp = String((await call('Mount', { Name: 'durable', ID: ID(1) })).json.Mountpoint);
+    // A container holds it (its own namespace, a bind of the mount): without one, a start
+    // rightly releases the reference instead of restoring the mount.
+    const holder = await holdMount(mp, path.join(plugin.dir, 'container-durable'));
+    t.after(() => holder.release());
     plugin = await plugin.restart();
+    await waitUntil(async () => /"adopted":1,"remounted":0/.test(plugin.output()));
     const st = ((await call('Get', { Name: 'durable' })).json.Volume as { Status: Record<string, unknown> }).Status;
     assert.equal(st.refs, 1);
     // In host-process mode the s3fs daemon outlives the plugin process, so the mount still serves.
@@ -310,9 +319,13 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.equal(await fuseMountAt(path.join(plugin.mountRoot, 'durable')), undefined);
   });
 
-  it('an adopted client (one that outlived the plugin process) that dies is noticed and replaced', async () => {
+  it('an adopted client (one that outlived the plugin process) that dies is noticed and replaced', async (t) => {
     await call('Create', { Name: 'adopted', Opts: { type: 'oss', bucket: 'bucket-one', url: s3.url, credentials: 'local' } });
     const mp = String((await call('Mount', { Name: 'adopted', ID: ID(1) })).json.Mountpoint);
+    // A container holds it (its own namespace, a bind of the mount): without one, a start
+    // rightly releases the reference instead of restoring the mount.
+    const holder = await holdMount(mp, path.join(plugin.dir, 'container-adopted'));
+    t.after(() => holder.release());
     plugin = await plugin.restart();
     await waitUntil(async () => /"adopted":1,"remounted":0/.test(plugin.output()));
     const first = s3fsPid(await s3fsCommandLineWithPid(mp));
@@ -385,6 +398,10 @@ describe('OSS volumes with s3fs against a local S3 server', { skip: rootSkipReas
     assert.ok(exitMs < 10_000, 'exits within dockerd\'s 10 s');
     await proxy.setMode('forward');
     assert.equal(await readFile(path.join(mp, 'hello.txt'), 'utf8'), 'hello from ossnas\n', 'the mount stays after the stop');
+    // A container holds it (its own namespace, a bind of the mount): without one, a start
+    // rightly releases the reference instead of restoring the mount.
+    const holder = await holdMount(mp, path.join(plugin.dir, 'container-inflight'));
+    t.after(() => holder.release());
 
     plugin = await startPlugin(plugin.dir, { OSSNAS_MOUNT_TIMEOUT: '6' });
     await waitUntil(async () => /"adopted":1,"remounted":0/.test(plugin.output()));
