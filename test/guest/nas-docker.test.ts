@@ -5,8 +5,6 @@
 // the guest starts no services. Containers write and read through the volume, and the NFS server's
 // export (/srv/nfs, on the guest's loopback) must hold what they wrote.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,19 +12,14 @@ import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { docker, dockerResult } from '../helpers/docker.js';
 import { tempDir } from '../helpers/env.js';
+import { prepareGuestForDockerd, secs, startDockerd, type Dockerd } from '../helpers/guest-dockerd.js';
 import { nfsd, silentServer } from '../helpers/nfs-server.js';
 import { REPO_ROOT, startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
 
 const EXPORT = '/srv/nfs';
 const IMAGE = 'ossnas/busybox:1';
 const DRIVER = 'ossnas-nfs';
-const CGROUP = '/sys/fs/cgroup';
 const inGuest = process.env.OSSNAS_NFS_GUEST === '1';
-// Under TCG (no KVM) dockerd answered after 6-14 s in the guest on a 2-core host. Generous, for
-// a busy host.
-const DOCKERD_START_MS = 120_000;
-
-const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /** The kernel's ID of the mount at `mountPoint` (mountinfo's first field): a new mount gets a new one. */
 async function mountIdAt(mountPoint: string): Promise<string | undefined> {
@@ -44,60 +37,27 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: s
 
 describe('NAS volumes through a real dockerd', { skip: inGuest ? false : 'runs inside the NFS guest (scripts/nfs-guest.sh)', timeout: 900_000 }, () => {
   let plugin: PluginProcess | undefined;
-  let dockerd: ChildProcess | undefined;
-  let dockerdExited: Promise<void> | undefined;
-  let dockerdLog = '';
+  let dockerd: Dockerd | undefined;
   let cleanup: (() => Promise<void>) | undefined;
   const volumes = new Set<string>();
   // Set up in `before`, where there is no t.diagnostic: reported by the first test.
   const setupNotes: string[] = [];
 
-  const logTail = async () => (await readFile(dockerdLog, 'utf8').catch(() => '')).split('\n').slice(-40).join('\n');
-
   before(async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
-
-    // dockerd (through runc) needs a cgroup filesystem, and the guest's init mounts none. cgroup2
-    // alone: no v1 hierarchy holds any controller here, so v2 gets them all.
-    if (!(await readMounts()).some((m) => m.mountPoint === CGROUP && m.fsType === 'cgroup2')) {
-      await execa('mount', ['-t', 'cgroup2', 'cgroup2', CGROUP]);
-      setupNotes.push(`mounted cgroup2 at ${CGROUP}`);
-    }
-    // overlay is a module in Debian's kernel and nothing has loaded it; vfs (a full copy per
-    // layer, slow but needing no kernel support) if it cannot be.
-    await execa('modprobe', ['overlay'], { reject: false });
-    const storage = /\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8')) ? 'overlay2' : 'vfs';
-
+    const { storage, notes } = await prepareGuestForDockerd();
+    setupNotes.push(...notes);
     // The guest has no network at all: no bridge and no iptables rules (containers run with
     // --network none). AppArmor is on in Debian's kernel, but securityfs is not mounted in the
     // guest, so dockerd sees no AppArmor and wants no profile loaded (the guest has no
-    // apparmor_parser). Output to a file, not a pipe: dockerd must never block on (or keep open)
-    // our stdio.
-    dockerdLog = path.join(t.dir, 'dockerd.log');
-    const fd = openSync(dockerdLog, 'a');
-    const args = ['--bridge=none', '--iptables=false', '--ip6tables=false', `--storage-driver=${storage}`];
-    args.push('--host', 'unix:///var/run/docker.sock');
-    const t0 = Date.now();
-    dockerd = spawn('dockerd', args, { stdio: ['ignore', fd, fd] });
-    closeSync(fd);
-    let exit: string | undefined;
-    dockerdExited = new Promise((r) =>
-      dockerd!.once('exit', (code, signal) => {
-        exit = `exit ${code ?? signal}`;
-        r();
-      }),
-    );
-    dockerd.once('error', (err) => (exit = String(err)));
-    for (;;) {
-      if (exit) throw new Error(`dockerd ${args.join(' ')} ended (${exit}) before answering:\n${await logTail()}`);
-      if (Date.now() - t0 > DOCKERD_START_MS) {
-        throw new Error(`dockerd did not answer 'docker version' within ${secs(DOCKERD_START_MS)}:\n${await logTail()}`);
-      }
-      if ((await dockerResult(['version'], { timeout: 10_000 }).catch(() => undefined))?.exitCode === 0) break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    setupNotes.push(`dockerd (${storage}) answered after ${secs(Date.now() - t0)}`);
+    // apparmor_parser).
+    dockerd = await startDockerd({
+      host: 'unix:///var/run/docker.sock',
+      args: ['--bridge=none', '--iptables=false', '--ip6tables=false', `--storage-driver=${storage}`],
+      log: path.join(t.dir, 'dockerd.log'),
+    });
+    setupNotes.push(`dockerd (${storage}) answered after ${secs(dockerd.startMs)}${dockerd.attempts > 1 ? ` (started ${dockerd.attempts} times: containerd was slow)` : ''}`);
 
     let t1 = Date.now();
     await execa('bash', [path.join(REPO_ROOT, 'scripts', 'busybox-image.sh'), IMAGE], { timeout: 300_000 });
@@ -115,18 +75,10 @@ describe('NAS volumes through a real dockerd', { skip: inGuest ? false : 'runs i
     if (plugin) for (const m of await readMounts()) if (m.mountPoint.startsWith(plugin.mountRoot)) console.error('left mounted:', m);
     // dockerd stops the containerd it started, and the guest's init can then power off with
     // nothing of ours running.
-    if (dockerd && dockerd.exitCode === null && dockerd.signalCode === null) {
+    if (dockerd) {
       const t0 = Date.now();
-      dockerd.kill('SIGTERM');
-      let timer: NodeJS.Timeout | undefined;
-      const stopped = await Promise.race([dockerdExited!.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 60_000)))]);
-      clearTimeout(timer); // a pending timer would keep this process (and the guest) up for a minute
-      if (stopped) console.log(`# dockerd stopped in ${secs(Date.now() - t0)}`);
-      else {
-        console.error(`dockerd ignored SIGTERM for 60 s; killing it. Its log:\n${await logTail()}`);
-        dockerd.kill('SIGKILL');
-        await dockerdExited;
-      }
+      await dockerd.stop();
+      console.log(`# dockerd stopped in ${secs(Date.now() - t0)}`);
     }
     await cleanup?.();
   });

@@ -40,14 +40,25 @@ export async function waitForSocket(socket: string, timeoutMs = 5000): Promise<v
   throw new Error(`plugin socket ${socket} did not listen within ${timeoutMs} ms`);
 }
 
-export async function startPlugin(dir: string, env: Record<string, string> = {}): Promise<PluginProcess> {
+export interface StartOptions {
+  /**
+   * A command that runs the program somewhere else and execs it, e.g. `nsenter -t PID -m --`
+   * (another mount namespace): the child is then the program itself, and signals reach it.
+   */
+  prefix?: string[];
+  /** How long it may take to listen (default 5 s; a guest under TCG with dockerds starting beside it is slower). */
+  socketTimeoutMs?: number;
+}
+
+export async function startPlugin(dir: string, env: Record<string, string> = {}, opts: StartOptions = {}): Promise<PluginProcess> {
   const socket = env.OSSNAS_SOCKET ?? path.join(dir, 'ossnas.sock');
   const credentialsDir = path.join(dir, 'credentials');
   const mountRoot = path.join(dir, 'volumes');
   const runDir = path.join(dir, 'run');
   await mkdir(credentialsDir, { recursive: true });
   let out = '';
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'main.js')], {
+  const argv = [...(opts.prefix ?? []), process.execPath, path.join(REPO_ROOT, 'dist', 'main.js')];
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: {
       PATH: process.env.PATH,
       OSSNAS_SOCKET: socket,
@@ -64,7 +75,7 @@ export async function startPlugin(dir: string, env: Record<string, string> = {})
   child.stdout?.on('data', (c) => (out += String(c)));
   child.stderr?.on('data', (c) => (out += String(c)));
   try {
-    await waitForSocket(socket);
+    await waitForSocket(socket, opts.socketTimeoutMs);
   } catch (err) {
     child.kill('SIGKILL'); // a child left running would keep the test process alive
     throw new Error(`${(err as Error).message}; its output:\n${out}`);
@@ -87,7 +98,7 @@ export async function startPlugin(dir: string, env: Record<string, string> = {})
     },
     async restart() {
       await p.stop();
-      return startPlugin(dir, env);
+      return startPlugin(dir, env, opts);
     },
   };
   return p;

@@ -1,6 +1,7 @@
 // Real NFS for the NAS volume type. This machine's kernel has no NFS, so scripts/nfs-guest.sh
 // boots a Debian kernel that has it under qemu, with an NFS server on the guest's loopback, and
-// runs test/guest/*.test.ts there: the program driven over its socket, and under a real dockerd.
+// runs test/guest/*.test.ts there: the program driven over its socket, under a real dockerd, and
+// under a swarm of two dockerd nodes.
 // Each guest test is reported here as a test of its own, so a failure names the case.
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -15,7 +16,7 @@ describe('NAS volumes in an NFS guest kernel (qemu)', { skip: rootSkipReason(), 
     const t0 = Date.now();
     const r = await execa(
       'bash',
-      [path.join(REPO_ROOT, 'scripts/nfs-guest.sh'), 'env', 'OSSNAS_NFS_GUEST=1', 'node', '--import', 'tsx', '--test', '--test-reporter=tap', '--test-concurrency=1', 'test/guest/nas.test.ts', 'test/guest/nas-docker.test.ts'],
+      [path.join(REPO_ROOT, 'scripts/nfs-guest.sh'), 'env', 'OSSNAS_NFS_GUEST=1', 'node', '--import', 'tsx', '--test', '--test-reporter=tap', '--test-concurrency=1', 'test/guest/nas.test.ts', 'test/guest/nas-docker.test.ts', 'test/guest/nas-swarm.test.ts'],
       { reject: false, all: true, cwd: REPO_ROOT, timeout: 40 * 60_000 },
     );
     const output = String(r.all ?? '');
@@ -28,7 +29,7 @@ describe('NAS volumes in an NFS guest kernel (qemu)', { skip: rootSkipReason(), 
       });
     }
     const passed = results.filter((x) => x.ok && !x.skipped).length;
-    assert.ok(passed >= 12, `expected the guest suites to run (at least 12 passing tests), got ${passed}; output:\n${output.slice(-6000)}`);
+    assert.ok(passed >= 13, `expected the guest suites to run (at least 13 passing tests), got ${passed}; output:\n${output.slice(-6000)}`);
     assert.equal(r.exitCode, 0, `the guest run failed; output:\n${output.slice(-6000)}`);
   });
 });
