@@ -71,7 +71,8 @@ describe('adopting the FUSE client of a mount', { skip: rootSkipReason(), timeou
         : execa('unshare', ['--mount', '--propagation', 'private', '--', 's3fs', ...args], opts);
     clients.push(child);
     const before = await findMount(target);
-    for (let i = 0; i < 500; i++) {
+    // Usually some 50 ms; once in a full CI run over 10 s (a busy machine): a generous bound.
+    for (let i = 0; i < 1500; i++) {
       const m = await mountSeenBy(where === 'ours' ? 'self' : child.pid!, target);
       if (m?.fsType === 'fuse.s3fs' && m.device !== before?.device) return child.pid!;
       if (child.exitCode !== null) break;
