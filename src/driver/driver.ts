@@ -551,9 +551,10 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
    * sends no Unmount for a container that died with its node (dockerd, containerd and the shims
    * killed, or the host rebooted): its reference would keep the volume mounted, FUSE client and
    * all, for a task that runs on another node by then. A loaded reference is released when it is
-   * provably stale: it was recorded in an earlier boot of the host, or the volume's mount is there
-   * and no mount namespace on the host holds it. A mount that is not there tells nothing (after a
-   * disable and enable, running containers keep mounts of their own), so its references stay.
+   * provably stale: the volume's mount is there and no mount namespace on the host holds it, or
+   * nothing is mounted and the reference was recorded in an earlier boot of the host. Nothing
+   * mounted in the same boot tells nothing (after a disable and enable, running containers keep
+   * mounts of their own), so those references stay.
    * References taken since the start are never looked at. Any failure keeps them, for the next call.
    */
   private async settleLoaded(name: string): Promise<'released' | undefined> {
@@ -567,10 +568,13 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     }
     const vm = this.volumeMount(v);
     try {
+      // A mount that is there decides by who holds it, whatever the boot: a held one is never undone.
+      const mounted = await this.host.isMountpoint(vm.target);
       let why: string | undefined;
-      if (v.boot !== undefined && this.boot !== undefined && v.boot !== this.boot) why = 'recorded before the host last booted';
-      else if ((await this.host.isMountpoint(vm.target)) && (await this.mountUsers(vm.target)).length === 0) {
-        why = 'no mount namespace on the host holds the mount';
+      if (mounted) {
+        if ((await this.mountUsers(vm.target)).length === 0) why = 'no mount namespace on the host holds the mount';
+      } else if (v.boot !== undefined && this.boot !== undefined && v.boot !== this.boot) {
+        why = 'recorded before the host last booted';
       }
       if (!why) {
         this.loaded.delete(name);
@@ -582,7 +586,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       await this.commit(name, last ? markMounted({ ...v, mounts }, false) : { ...v, mounts });
       this.loaded.delete(name);
       this.log.warn({ volume: name, staleIds: stale, why }, 'references from before the start that no container holds were released');
-      if (last && (await this.host.isMountpoint(vm.target))) await this.undoMount(vm, 'no container has held it since the start');
+      if (last && mounted) await this.undoMount(vm, 'no container has held it since the start');
       return last ? 'released' : undefined;
     } catch (err) {
       // The IDs stay in `loaded`: the next call on the volume looks again.

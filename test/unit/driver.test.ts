@@ -617,6 +617,17 @@ describe('references from before a start that no container holds (their containe
     assert.equal(driver.get('v').Status?.refs, 0);
   });
 
+  it('are kept, mount and all, while a container holds the mount, even when recorded in another boot', async () => {
+    const { driver, fake } = await restartedWithA((f, t) => {
+      f.bootId = 'boot-2';
+      f.mounted.add(t);
+      heldByContainer(f, t);
+    });
+    const report = await driver.restore();
+    assert.deepEqual([report.released, report.adopted], [[], ['v']]);
+    assert.deepEqual([driver.get('v').Status?.refs, fake.calls], [1, ['adopt v']]);
+  });
+
   it('are kept when a container holds the mount, when that cannot be known, and when nothing is mounted in the same boot', async () => {
     const held = await restartedWithA((f, t) => {
       f.mounted.add(t);
