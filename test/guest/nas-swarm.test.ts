@@ -105,8 +105,9 @@ describe('a swarm of two dockerd nodes in the guest: a task on a NAS volume move
     const enter = (n: Node) => ['nsenter', '-t', String(n.nsPid), '-m', '--'];
 
     // Both nodes at once, and on each its dockerd and ossnas at once: under TCG a dockerd takes
-    // 6-14 s, mostly its own start-up work. Flags as scripts/cluster.sh gives its nodes (no bridge,
-    // no iptables: the guest has no network), and each node's files in its own directory.
+    // 6-14 s, mostly its own start-up work. No bridge and no iptables (the guest has no network,
+    // and no other dockerd whose docker0 --bridge=none would delete), and each node's files in its
+    // own directory.
     // ossnas runs in the node's namespace, which OSSNAS_HOST_PID names: with `auto` a plain host
     // process that can enter PID 1's namespace mounts there (the guest's), where the node's
     // dockerd would not see the mount.
@@ -115,7 +116,7 @@ describe('a swarm of two dockerd nodes in the guest: a task on a NAS volume move
       await settled([
         startDockerd({
           host: n.cli.host,
-          log: n.cli.log,
+          log: n.cli.logFile,
           prefix: enter(n),
           args: [
             '--data-root', path.join(n.dir, 'data'), '--exec-root', path.join(n.dir, 'exec'), '--pidfile', path.join(n.dir, 'docker.pid'),

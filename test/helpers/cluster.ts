@@ -13,7 +13,7 @@ export class ClusterNode {
     readonly name: string,
     /** unix:///run/ossnas-cluster/<name>/docker.sock */
     readonly host: string,
-    readonly log: string,
+    readonly logFile: string,
   ) {}
 
   docker(args: string[], opts?: DockerOptions): Promise<string> {
@@ -44,9 +44,9 @@ export class ClusterNode {
     return Math.round(kib / 1024);
   }
 
-  /** This node's part of dockerd's log (where its plugin's lines land) from byte FROM on. */
-  async logSince(from = 0): Promise<string> {
-    return (await readFile(this.log, 'utf8').catch(() => '')).slice(from);
+  /** This node's dockerd log, where its plugin's lines land. */
+  async log(): Promise<string> {
+    return readFile(this.logFile, 'utf8').catch(() => '');
   }
 }
 
