@@ -35,6 +35,19 @@ export interface Settings {
   scope: 'local' | 'global';
   /** Where Prometheus metrics are served; absent (the default) means no listener and no metrics code loaded. */
   metricsAddress?: ListenAddress;
+  /** What cloud disk volumes (type=disk diskId=...) need of Alibaba Cloud. */
+  cloud: CloudSettings;
+}
+
+export interface CloudSettings {
+  /** The ECS metadata service: this instance's id and region, and its RAM role's STS credentials. */
+  metadataUrl: string;
+  /** The ECS API; absent: the VPC endpoint of the region the metadata service names. */
+  ecsEndpoint?: string;
+  /** Where the host's udev names block devices by their serial (host path). */
+  deviceByIdDir: string;
+  /** Credentials profile for the ECS API when a volume names none; absent: the instance's RAM role. */
+  ecsCredentials?: string;
 }
 
 export interface ListenAddress {
@@ -57,6 +70,10 @@ export const DEFAULTS = {
   LOG_LEVEL: 'info',
   SCOPE: 'local',
   OSSNAS_METRICS_ADDRESS: '',
+  OSSNAS_METADATA_URL: 'http://100.100.100.200',
+  OSSNAS_ECS_ENDPOINT: '',
+  OSSNAS_DEVICE_BY_ID_DIR: '/dev/disk/by-id',
+  OSSNAS_ECS_CREDENTIALS: '',
 } as const;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -73,9 +90,28 @@ function listenAddress(name: string, value: string): ListenAddress {
   return { host: m[1] ?? m[2] ?? '', port };
 }
 
+/** An http(s) URL with no path, query or credentials in it, without its trailing slash. */
+function baseUrl(name: string, value: string, example: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || !['http:', 'https:'].includes(url.protocol) || url.username || url.password || url.search || url.hash || url.pathname !== '/') {
+    throw new SettingsError(`${name} must be an http or https URL with no path (e.g. ${example}), got '${value}'`);
+  }
+  return url.origin;
+}
+
 function absolute(name: string, value: string): string {
   if (!path.isAbsolute(value)) throw new SettingsError(`${name} must be an absolute path, got '${value}'`);
   return path.normalize(value).replace(/(.)\/$/, '$1');
+}
+
+/** Endpoints are often written as a bare host name, as Alibaba Cloud's pages list them: https is meant. */
+function withScheme(value: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `https://${value}`;
 }
 
 /** libuv's own bound (MAX_THREADPOOL_SIZE): a larger value is silently cut to it. */
@@ -159,5 +195,14 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     },
     scope,
     ...(get('OSSNAS_METRICS_ADDRESS') && { metricsAddress: listenAddress('OSSNAS_METRICS_ADDRESS', get('OSSNAS_METRICS_ADDRESS')) }),
+    cloud: {
+      metadataUrl: baseUrl('OSSNAS_METADATA_URL', get('OSSNAS_METADATA_URL'), 'http://100.100.100.200'),
+      ...(get('OSSNAS_ECS_ENDPOINT') && {
+        ecsEndpoint: baseUrl('OSSNAS_ECS_ENDPOINT', withScheme(get('OSSNAS_ECS_ENDPOINT')), 'https://ecs-vpc.cn-hangzhou.aliyuncs.com'),
+      }),
+      deviceByIdDir: absolute('OSSNAS_DEVICE_BY_ID_DIR', get('OSSNAS_DEVICE_BY_ID_DIR')),
+      // A profile name is checked where profiles are read, as a volume's own would be.
+      ...(get('OSSNAS_ECS_CREDENTIALS') && { ecsCredentials: get('OSSNAS_ECS_CREDENTIALS') }),
+    },
   };
 }

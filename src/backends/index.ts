@@ -8,7 +8,7 @@ import type { Settings } from '../settings.js';
 import type { Backend, VolumeOptions } from './types.js';
 
 export { OptionsError } from './options.js';
-export { BackendError, type Backend, type BackendContext, type VolumeOptions } from './types.js';
+export { BackendError, type Backend, type BackendContext, type MountIntent, type VolumeOptions } from './types.js';
 
 export type BackendRegistry = ReadonlyMap<string, Backend>;
 

@@ -14,7 +14,15 @@ export interface BackendContext {
   onMountLost(name: string, reason: string): void;
   /** The host's mount namespace, for kernel mounts that must outlive the plugin process. */
   hostNamespace(): Promise<HostNamespace>;
+  /**
+   * Asks the driver to call `settle` for the volume later (with backoff, under its lock), when
+   * something outside the host could not be put right now (a cloud disk left attached).
+   */
+  settleLater(name: string): void;
 }
+
+/** Why a mount is made: a Mount call, or a repair of a held volume after a start or a lost mount. */
+export type MountIntent = 'mount' | 'repair';
 
 export interface Backend {
   readonly type: string;
@@ -28,7 +36,7 @@ export interface Backend {
   /** Validates options (keys already canonical) and returns their normalised form. Throws OptionsError. */
   parse(options: Record<string, string>): VolumeOptions;
   /** Checks that need the plugin's surroundings (a credentials profile exists). Runs at Create. */
-  check(options: VolumeOptions, ctx: BackendContext): Promise<void>;
+  check(options: VolumeOptions, ctx: BackendContext, deadline?: Deadline): Promise<void>;
   /**
    * What this volume needs for itself alone, if anything (a block device): `key` tells it apart
    * whatever name it is given by, `shown` names it in messages. Create refuses a second volume
@@ -41,7 +49,7 @@ export interface Backend {
    * Mounts the volume at `target` (an existing empty directory) before `deadline`, cleaning up
    * included: on failure nothing is left mounted or running.
    */
-  mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void>;
+  mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline, intent?: MountIntent): Promise<void>;
   /**
    * Undoes mount, before `deadline`. Called only when no reference is left. Throws if the mount is
    * still in place afterwards.
@@ -52,6 +60,16 @@ export interface Backend {
    * restore), e.g. to notice when its FUSE client exits.
    */
   adopt?(name: string, options: VolumeOptions, target: string, ctx: BackendContext): Promise<void>;
+  /**
+   * Puts right what a volume with no reference and no mount may still hold outside the host (a
+   * cloud disk still attached here). Called after a start, and when asked by settleLater; throws
+   * to be tried again later.
+   */
+  settle?(name: string, options: VolumeOptions, ctx: BackendContext, deadline: Deadline): Promise<void>;
+  /** Whether this volume ever needs `settle` (asked at every start, so it must be cheap). */
+  needsSettle?(options: VolumeOptions): boolean;
+  /** What Status shows of the volume beyond its options, as this process last saw it; never a secret. */
+  observed?(name: string, options: VolumeOptions): Record<string, unknown> | undefined;
   /** Deletes what the plugin itself owns for this volume (never data in a remote backend). */
   remove?(name: string, options: VolumeOptions, ctx: BackendContext): Promise<void>;
 }

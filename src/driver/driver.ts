@@ -85,6 +85,9 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
   /** Recorded volumes' exclusive use (a device number), by their options: asked once. */
   private readonly exclusive = new WeakMap<VolumeRecord['options'], Promise<{ key: string; shown: string } | undefined>>();
 
+  /** Volumes whose last settle failed: its error leaves Status once a settle succeeds. */
+  private readonly settleFailed = new Set<string>();
+
   /** Mount IDs each volume had when the state was loaded, until settleLoaded has looked at them. */
   private readonly loaded = new Map<string, ReadonlySet<string>>();
 
@@ -102,6 +105,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       settings,
       log,
       onMountLost: (name, reason) => this.mountLost(name, reason),
+      settleLater: (name) => this.retries.failed(name),
       hostNamespace: openHostNamespace(settings.hostPid, (pid) =>
         log.info({ hostPid: pid ?? 'own' }, pid ? `kernel mounts go to the mount namespace of PID ${pid}` : 'kernel mounts are made in our own (host) namespace'),
       ),
@@ -212,7 +216,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       const release = await this.claimExclusive(volume, backend, options);
       try {
         try {
-          await backend.check(options, this.ctx);
+          await backend.check(options, this.ctx, deadline);
         } catch (err) {
           if (err instanceof OptionsError || err instanceof BackendError) {
             throw new VolumeError('invalid', `volume ${volume}: ${err.message}`);
@@ -288,6 +292,9 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
         if (refs > 0) this.log.warn({ volume, during: 'Remove', staleIds: [...v.mounts.keys()] }, 'references that no container holds were released');
         if (await this.host.isMountpoint(vm.target)) await this.backendStep(v, () => vm.release(deadline), { stillMounted: true });
       }
+      // A cloud disk still attached here goes first: once the record is gone, nothing would detach it.
+      const unsettled = await this.settle(this.find(volume) ?? v, deadline);
+      if (unsettled !== undefined) throw new VolumeError('backend', `volume ${volume} is not removed: ${unsettled}`);
       // The record goes first: a volume whose removal could not be saved keeps everything it had.
       await this.commit(volume, null);
       this.listed = undefined;
@@ -479,6 +486,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     return {
       type: v.options.type,
       ...target,
+      ...this.backendOf(v).observed?.(v.name, v.options),
       mounted: v.mounted,
       refs: refCount(v),
       health: health(v),
@@ -537,12 +545,14 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
     return restore(this, concurrency);
   }
 
-  async restorePlan(): Promise<{ held: string[]; stray: string[] }> {
+  async restorePlan(): Promise<{ held: string[]; stray: string[]; unsettled: string[] }> {
     const table = await this.host.mountpoints();
     const volumes = [...this.db.volumes.values()];
+    const idle = volumes.filter((v) => refCount(v) === 0);
     return {
       held: volumes.filter((v) => refCount(v) > 0).map((v) => v.name),
-      stray: volumes.filter((v) => refCount(v) === 0 && table.has(this.mountpoint(v.name))).map((v) => v.name),
+      stray: idle.filter((v) => table.has(this.mountpoint(v.name))).map((v) => v.name),
+      unsettled: idle.filter((v) => !table.has(this.mountpoint(v.name)) && this.backendOf(v).needsSettle?.(v.options)).map((v) => v.name),
     };
   }
 
@@ -610,6 +620,7 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       }
       const v = this.find(name);
       if (!v || refCount(v) === 0) {
+        if (v && (await this.settle(v, deadline)) !== undefined) return 'failed' as const;
         this.retries.succeeded(name); // nobody needs it any more
         return 'idle' as const;
       }
@@ -633,6 +644,31 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
         return 'failed' as const;
       }
     });
+  }
+
+  /**
+   * A volume that nothing holds and nothing mounts may still hold something outside the host (a
+   * cloud disk attached here): its backend puts that right. Returns why it could not; then Status
+   * says so and it is tried again with backoff. Called under the volume's lock.
+   */
+  private async settle(v: VolumeRecord, deadline: Deadline): Promise<string | undefined> {
+    const backend = this.backendOf(v);
+    if (!backend.settle || !backend.needsSettle?.(v.options) || (await this.host.isMountpoint(this.mountpoint(v.name)))) return undefined;
+    try {
+      await backend.settle(v.name, v.options, this.ctx, deadline);
+      if (this.settleFailed.delete(v.name) && v.lastError) {
+        const { lastError: _cleared, ...rest } = v;
+        await this.commit(v.name, rest).catch(() => undefined);
+      }
+      return undefined;
+    } catch (err) {
+      const message = this.scrubbed(v, (err as Error).message);
+      this.log.warn({ volume: v.name, err: message }, 'volume not settled; will retry');
+      this.settleFailed.add(v.name);
+      await this.commit(v.name, withError(v, message)).catch(() => undefined);
+      this.retries.failed(v.name);
+      return message;
+    }
   }
 
   /**

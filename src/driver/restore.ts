@@ -19,19 +19,22 @@ export type RepairOutcome = 'adopted' | 'remounted' | 'failed' | 'released' | 'i
 
 /** What the restore asks of the driver: each step runs under the volume's own lock. */
 export interface Restorable {
-  /** Volumes with references, and volumes mounted with none. */
-  restorePlan(): Promise<{ held: string[]; stray: string[] }>;
+  /**
+   * Volumes with references, volumes mounted with none, and volumes with neither whose backend
+   * may still hold something for them outside the host (a cloud disk attached here).
+   */
+  restorePlan(): Promise<{ held: string[]; stray: string[]; unsettled: string[] }>;
   repair(name: string): Promise<RepairOutcome>;
   releaseStray(name: string): Promise<'released' | 'idle'>;
 }
 
 /**
- * Repairs every held volume and undoes every stray mount, at most `concurrency` at a time.
+ * Repairs every held volume, undoes every stray mount and settles what idle volumes hold, at most `concurrency` at a time.
  * Repairs that fail are retried by the driver's RetrySchedule.
  */
 export async function restore(driver: Restorable, concurrency: number): Promise<RestoreReport> {
   const t0 = performance.now();
-  const { held, stray } = await driver.restorePlan();
+  const { held, stray, unsettled } = await driver.restorePlan();
   const report: RestoreReport = { adopted: [], remounted: [], failed: [], released: [], ms: 0 };
   const jobs = [
     ...held.map((name) => async () => {
@@ -40,6 +43,10 @@ export async function restore(driver: Restorable, concurrency: number): Promise<
     }),
     ...stray.map((name) => async () => {
       if ((await driver.releaseStray(name)) === 'released') report.released.push(name);
+    }),
+    // repair() settles a volume that nothing holds; one that fails is retried like a repair.
+    ...unsettled.map((name) => async () => {
+      if ((await driver.repair(name)) === 'failed') report.failed.push(name);
     }),
   ];
   let next = 0;

@@ -11,7 +11,7 @@ import { ensureDir } from '../host/files.js';
 import type { Deadline } from '../host/deadline.js';
 import type { Probe } from '../host/probe.js';
 import { lazyUnmount } from '../host/unmount.js';
-import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../backends/index.js';
+import { BackendError, type Backend, type BackendContext, type MountIntent, type VolumeOptions } from '../backends/index.js';
 
 export type MountCondition =
   | { kind: 'absent' }
@@ -67,7 +67,7 @@ export class VolumeMount {
         .catch((err: Error) => this.ctx.log.warn({ volume: this.name, err: err.message }, 'adopted mount is not watched'));
       return { outcome: 'adopted', found };
     }
-    await this.replace(found, deadline);
+    await this.replace(found, deadline, 'repair');
     return { outcome: 'remounted', found };
   }
 
@@ -77,13 +77,13 @@ export class VolumeMount {
   }
 
   /** Mounts a volume found absent, or dead: that one is detached first. */
-  private async replace(found: MountCondition, deadline: Deadline): Promise<void> {
+  private async replace(found: MountCondition, deadline: Deadline, intent: MountIntent = 'mount'): Promise<void> {
     if (found.kind === 'dead') {
       // Nothing left to flush: its client is gone. Containers that held it keep a dead mount of
       // their own (they must be restarted); new ones get the new mount.
       await this.backend.unmount(this.name, this.options, this.target, this.ctx, deadline).catch(() => lazyUnmount(this.target));
     }
-    await this.mountNew(deadline);
+    await this.mountNew(deadline, intent);
   }
 
   /**
@@ -91,9 +91,9 @@ export class VolumeMount {
    * host's namespace reaches ours only through mount propagation, which a host can break (dockerd
    * started with MountFlags=slave). A mount that is not there is undone, not handed out.
    */
-  private async mountNew(deadline: Deadline): Promise<void> {
+  private async mountNew(deadline: Deadline, intent: MountIntent): Promise<void> {
     await ensureDir(this.target, 0o755);
-    await this.backend.mount(this.name, this.options, this.target, this.ctx, deadline);
+    await this.backend.mount(this.name, this.options, this.target, this.ctx, deadline, intent);
     if (await this.host.isMountpoint(this.target)) return;
     await this.backend.unmount(this.name, this.options, this.target, this.ctx, deadline).catch((err: Error) =>
       this.ctx.log.warn({ volume: this.name, err: err.message }, 'a mount that did not appear at the mountpoint could not be undone'),

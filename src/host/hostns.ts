@@ -21,6 +21,14 @@ export interface HostNamespace {
   hostPath(p: string): Promise<string>;
 }
 
+/**
+ * Our way to a host path (a device node, a by-id link): through the target's root, since the
+ * plugin's own /dev holds only what config.json declares.
+ */
+export function reachHostPath(ns: Pick<HostNamespace, 'pid'>, hostPath: string): string {
+  return ns.pid === undefined ? hostPath : `/proc/${ns.pid}/root${hostPath}`;
+}
+
 /** The host's mount table, as the process whose namespace is the host's sees it. */
 export function hostMountTable(ns: Pick<HostNamespace, 'pid'>): string {
   return ns.pid === undefined ? '/proc/self/mountinfo' : `/proc/${ns.pid}/mountinfo`;

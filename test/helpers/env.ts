@@ -25,6 +25,8 @@ export function testSettings(dir: string, overrides: Partial<Settings> = {}): Se
     fuseDiskFreeMb: 512,
     ossDefaults: {},
     scope: 'local',
+    // Nothing answers there: a test that needs the cloud starts its own control plane (ecs-cloud.ts).
+    cloud: { metadataUrl: 'http://127.0.0.1:9', deviceByIdDir: path.join(dir, 'by-id') },
     ...overrides,
   };
 }

@@ -82,7 +82,7 @@ describe('disk volumes on loop devices', { skip: rootSkipReason(), timeout: 180_
       [{ type: 'disk', size: '1G', mkfsOptions: '-E discard' }, /invalid option 'mkfsOptions': '-E' is not allowed for ext4/],
       [{ type: 'disk', device: '/dev/../etc/passwd' }, /invalid option 'device': expected a device path/],
       [{ type: 'disk', device: 'sda' }, /invalid option 'device': expected a device path/],
-      [{ type: 'disk', device: '/dev/loop0', size: '1G' }, /give device or size, not both/],
+      [{ type: 'disk', device: '/dev/loop0', size: '1G' }, /give one of size, device or diskId, not size and device/],
       [{ type: 'disk', device: '/dev/null' }, /device \/dev\/null is not a block device/],
       [{ type: 'disk', device: '/dev/ossnas-no-such-disk' }, /device \/dev\/ossnas-no-such-disk does not exist on the host/],
     ];

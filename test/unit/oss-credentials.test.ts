@@ -3,7 +3,8 @@ import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { clientRuntime } from '../../src/backends/oss/client-runtime.js';
-import { parseProfile, resolveCredentials } from '../../src/backends/oss/credentials.js';
+import { resolveCredentials } from '../../src/backends/oss/credentials.js';
+import { parseProfile } from '../../src/backends/profiles.js';
 import { clientArgs, credentialHandoff } from '../../src/backends/oss/index.js';
 import { toSpec } from '../../src/backends/oss/options.js';
 import { OptionsError } from '../../src/backends/options.js';

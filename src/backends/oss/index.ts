@@ -15,7 +15,8 @@ import { resolveCredentials, type Credentials } from './credentials.js';
 import { refusedByClient } from './other-opts.js';
 import { OptionsError } from '../options.js';
 import { SettingsError, type Settings } from '../../settings.js';
-import { fromSpec, normalizeEndpoint, OSS_KEYS, PROFILE_NAME, PROFILE_NAME_RULE, toSpec, withDefaults, type OssSpec } from './options.js';
+import { fromSpec, normalizeEndpoint, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
+import { PROFILE_NAME, PROFILE_NAME_RULE } from '../profiles.js';
 
 type Client = 's3fs' | 'ossfs';
 const CLIENTS: readonly Client[] = ['s3fs', 'ossfs'];

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, parsedString, subPathOption } from '../options.js';
 import { formatOtherOpts, parseOtherOpts } from './other-opts.js';
+import { PROFILE_NAME, PROFILE_NAME_RULE } from '../profiles.js';
 
 export const OSS_KEYS = [
   'type',
@@ -37,9 +38,6 @@ export interface OssSpec {
   otherOpts: string;
 }
 
-/** A credentials profile is a file name in the credentials directory: never a path. */
-export const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-export const PROFILE_NAME_RULE = 'a profile name: letters, digits, dots, dashes, underscores';
 
 /** 'oss-cn-hangzhou.aliyuncs.com', 'https://host', 'http://127.0.0.1:9000' -> 'scheme://host[:port]' */
 export function normalizeEndpoint(value: string): string {
