@@ -3,8 +3,9 @@
 // on every node as operators do it, and real s3fs on every node against one S3 server. What is
 // proven: tasks that move (drain, a node that fails) find their data; a node that comes back
 // keeps nothing for a task that left; every node sees every other node's files; a stack across
-// the cluster; what SCOPE=global changes; and an upgrade rolled node by node under a running
-// service with no write lost. Needs root and Debian's dockerd and docker-registry.
+// the cluster; what SCOPE=global changes; an ECS cloud disk that follows its task from node to
+// node (one simulated ECS instance per node, helpers/ecs-cloud); and an upgrade rolled node by
+// node under a running service with no write lost. Needs root and Debian's dockerd and docker-registry.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -14,6 +15,7 @@ import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { startCluster, type Cluster, type ClusterNode } from '../helpers/cluster.js';
 import { buildPlugin, processesWith, requireDocker, TEST_IMAGE, waitFor } from '../helpers/docker.js';
+import { EcsCloud, type SimInstance } from '../helpers/ecs-cloud.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
 
@@ -44,7 +46,16 @@ describe('a swarm of three nodes with ossnas on each', { skip: rootSkipReason(),
 
   const dirOf = (node: ClusterNode, what: string) => path.join(path.dirname(node.logFile), what);
   /** What every node's install line says: the settings an operator gives each host. */
-  const settingsOf = (node: ClusterNode) => [`state.source=${dirOf(node, 'ossnas-state')}`, `credentials.source=${dirOf(node, 'ossnas-credentials')}`];
+  let cloud: EcsCloud;
+  /** Each node is an ECS instance of its own: its metadata service, and its /dev/disk/by-id. */
+  const instances = new Map<ClusterNode, SimInstance>();
+  const settingsOf = (node: ClusterNode) => [
+    `state.source=${dirOf(node, 'ossnas-state')}`,
+    `credentials.source=${dirOf(node, 'ossnas-credentials')}`,
+    `OSSNAS_METADATA_URL=${instances.get(node)!.metadataUrl}`,
+    `OSSNAS_ECS_ENDPOINT=${cloud.endpoint}`,
+    `OSSNAS_DEVICE_BY_ID_DIR=${instances.get(node)!.byIdDir}`,
+  ];
 
   before(async () => {
     await requireDocker();
@@ -58,6 +69,10 @@ describe('a swarm of three nodes with ossnas on each', { skip: rootSkipReason(),
     for (const n of nodes) nodeIds.set(await n.id(), n);
     s3 = await startS3([BUCKET]);
     cleanups.push(() => s3.stop());
+    const cloudDir = await tempDir('ossnas-cluster-cloud-');
+    cloud = await EcsCloud.start({ dir: cloudDir.dir });
+    cleanups.push(() => cloud.close().then(cloudDir.cleanup));
+    for (const n of nodes) instances.set(n, await cloud.addInstance(`i-cluster0000000000${n.name}`));
     for (const n of nodes) {
       for (const d of ['ossnas-state', 'ossnas-credentials']) await execa('mkdir', ['-p', '-m', '700', dirOf(n, d)]);
       await writeFile(path.join(dirOf(n, 'ossnas-credentials'), PROFILE), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
@@ -217,6 +232,44 @@ describe('a swarm of three nodes with ossnas on each', { skip: rootSkipReason(),
     assert.equal(((await s3.getObject(BUCKET, 'move/log')) ?? '').split('\n').filter(Boolean).length, 3, 'three starts logged');
     await removeService(svc);
     for (const n of nodes) await nothingHeldOn(n, vol);
+  });
+
+  it('a cloud disk follows its task: drained from one node to another, the disk is detached there and attached here, with its data', async (t) => {
+    const svc = `ecs-${RUN}`;
+    const vol = `ecs-${RUN}`;
+    const disk = await cloud.addDisk({ sizeMiB: 64 });
+    services.push(svc);
+    const opts = `volume-opt=type=disk,volume-opt=diskId=${disk.diskId}`;
+    await manager.docker([
+      'service', 'create', '--detach', '--name', svc, '--no-resolve-image', '--stop-grace-period', '1s', '--replicas', '1',
+      '--constraint', 'node.role==worker', '--env', NODE_ENV, '--mount', `type=volume,source=${vol},target=/data,volume-driver=${PLUGIN},${opts}`,
+      TEST_IMAGE, 'sh', '-c', 'echo "start on $NODE" >> /data/starts && sleep 3600',
+    ]);
+    const [from] = await runningOn(svc, 1);
+    const instanceOf = (n: ClusterNode) => instances.get(n)!.id;
+    assert.deepEqual([cloud.disk(disk.diskId).status, cloud.disk(disk.diskId).instanceId], ['In_use', instanceOf(from!)]);
+    const st = await statusOn(from!, vol);
+    assert.deepEqual([st?.diskId, st?.attachState, st?.instanceId, st?.device], [disk.diskId, 'In_use', instanceOf(from!), cloud.disk(disk.diskId).device]);
+    await exec(from!, await containerOn(from!, svc), 'echo 1 >> /data/count');
+
+    const t0 = Date.now();
+    await manager.docker(['node', 'update', '--availability', 'drain', await from!.id()]);
+    try {
+      const [to] = await runningOn(svc, 1, 120_000, from);
+      t.diagnostic(`drain of ${from!.name}: the task runs on ${to!.name} with the disk ${Date.now() - t0} ms later`);
+      assert.deepEqual([cloud.disk(disk.diskId).status, cloud.disk(disk.diskId).instanceId], ['In_use', instanceOf(to!)]);
+      const c = await containerOn(to!, svc);
+      assert.equal(await exec(to!, c, 'cat /data/count && echo 2 >> /data/count && wc -l < /data/starts'), '1\n2');
+      await nothingHeldOn(from!, vol);
+      assert.ok(
+        cloud.requests.some((q) => q.action === 'DetachDisk' && q.params.InstanceId === instanceOf(from!) && q.code === 'OK'),
+        `${from!.name} detached the disk`,
+      );
+    } finally {
+      await manager.docker(['node', 'update', '--availability', 'active', await from!.id()]);
+    }
+    await removeService(svc);
+    await waitFor('the disk to be detached after the service is removed', async () => cloud.disk(disk.diskId).status === 'Available', 60_000, 250);
   });
 
   it('a node that fails: the task comes up elsewhere with its data; the node that comes back keeps no reference, mount or client for it', async (t) => {

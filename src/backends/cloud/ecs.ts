@@ -42,6 +42,10 @@ type Sdk = {
   Credential: typeof import('@alicloud/credentials').default;
   RuntimeOptions: typeof import('@darabonba/typescript').RuntimeOptions;
 };
+function classOf(m: unknown): unknown {
+  return typeof m === 'function' ? m : (m as { default: unknown }).default;
+}
+
 let sdk: Promise<Sdk> | undefined;
 function loadSdk(): Promise<Sdk> {
   sdk ??= Promise.all([
@@ -50,11 +54,12 @@ function loadSdk(): Promise<Sdk> {
     import('@alicloud/credentials'),
     import('@darabonba/typescript'),
   ]).then(([ecs, core, cred, dara]) => ({
-    // CommonJS packages: the classes sit on the module's default export.
-    Client: ecs.default.default,
-    models: ecs.default,
+    // CommonJS packages: under Node the class sits on module.exports.default (the import's
+    // default.default); loaders that unwrap that themselves (tsx) give it one level up.
+    Client: classOf(ecs.default) as Sdk['Client'],
+    models: ('DescribeDisksRequest' in ecs ? ecs : (ecs as { default: unknown }).default) as Sdk['models'],
     Config: core.$OpenApiUtil.Config,
-    Credential: cred.default.default,
+    Credential: classOf(cred.default) as Sdk['Credential'],
     RuntimeOptions: dara.RuntimeOptions,
   }));
   return sdk;
@@ -166,6 +171,9 @@ export function cloudError(action: string, endpoint: string, err: unknown, timeo
   if (e.name === 'RequestTimeoutError' || /timeout/i.test(e.message ?? '')) {
     return new CloudApiError(`ECS ${action} did not answer within ${timeoutMs} ms (${endpoint})`, undefined);
   }
-  const errno = typeof e.code === 'string' ? e.code : undefined;
-  return new CloudApiError(`ECS ${action} failed: the API at ${endpoint} cannot be reached (${errno ?? e.message ?? String(err)})`, undefined);
+  if (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) {
+    return new CloudApiError(`ECS ${action} failed: the API at ${endpoint} cannot be reached (${e.code})`, undefined);
+  }
+  // A body that is not the API's JSON (a proxy's error page), or a fault of ours: said as it is.
+  return new CloudApiError(`ECS ${action} failed: ${e.message ?? String(err)} (${endpoint})`, undefined);
 }

@@ -105,7 +105,7 @@ export class MetadataService {
 
   private async fetch(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
     try {
-      return await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(Math.max(1, timeoutMs)) });
+      return await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(Math.max(1, Math.round(timeoutMs))) });
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } };
       const why = e.name === 'TimeoutError' ? `no answer within ${Math.round(timeoutMs)} ms` : (e.cause?.code ?? e.message);

@@ -211,6 +211,11 @@ export class CloudDisks {
       me = api.me;
       let d = await this.describe(api.ecs, spec.diskId, deadline);
       this.record(volume, d, me);
+      if (d.status === 'Attaching' && (d.instanceId === '' || d.instanceId === me) && spec.detach) {
+        // ECS may not name the instance until the attach is done: it may be ours (a Mount that
+        // gave up, or a plugin killed after AttachDisk). DetachDisk is refused until then.
+        throw new BackendError(`disk ${spec.diskId} is being attached${d.instanceId ? ' here' : ''}; it is looked at again once that is done`);
+      }
       if (d.instanceId !== me || d.status === 'Available' || !spec.detach) return;
       const ns = await ctx.hostNamespace();
       const holder = await this.mountedOnHost(ns, ctx, serialOf(spec.diskId, d.serialNumber));
