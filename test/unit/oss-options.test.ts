@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { createBackends, parseVolumeOptions } from '../../src/backends/index.js';
 import { OptionsError } from '../../src/backends/options.js';
 import { normalizeSubPath } from '../../src/backends/options.js';
-import { normalizeEndpoint } from '../../src/backends/oss/options.js';
+import { NO_CREDENTIALS_HELP, normalizeEndpoint, toSpec } from '../../src/backends/oss/options.js';
 import { parseOtherOpts, refusedByClient } from '../../src/backends/oss/other-opts.js';
 import { SettingsError } from '../../src/settings.js';
 
@@ -95,7 +95,12 @@ describe('oss options', () => {
 
   it('wants credentials, one way only', () => {
     const { credentials: _c, ...none } = base;
-    fails(none, /credentials are required: give credentials=PROFILE/);
+    // None at all: the instance's RAM role, which Create checks with the metadata service.
+    const { credentials: _p, ...sameWithout } = parse(base);
+    assert.deepEqual(parse(none), sameWithout);
+    assert.equal(toSpec(parse(none)).ramRole, true);
+    assert.equal(toSpec(parse(base)).ramRole, false);
+    assert.equal(toSpec(parse({ ...none, otherOpts: '-o public_bucket=1' })).ramRole, false);
     fails({ ...base, akId: 'AK', akSecret: 'SK' }, /either credentials=PROFILE or akId\/akSecret, not both/);
     fails({ ...none, akId: 'AK' }, /invalid option 'akSecret'|option 'akSecret' is required/);
     fails({ ...none, akId: 'AK', akSecret: 'S K' }, /invalid option 'akSecret': must not contain spaces/);
@@ -173,7 +178,7 @@ describe('plugin-wide OSS defaults (OSSNAS_DEFAULT_URL, OSSNAS_DEFAULT_CREDENTIA
 
   it('without them, the messages say how to set them', () => {
     fails({ type: 'oss', bucket: 'photos', credentials: 'prod' }, /option 'url' is required: .*OSSNAS_DEFAULT_URL/);
-    fails({ type: 'oss', bucket: 'photos', url: 'x.example' }, /credentials are required: .*OSSNAS_DEFAULT_CREDENTIALS=PROFILE/);
+    assert.equal(NO_CREDENTIALS_HELP.includes('docker plugin set ossnas OSSNAS_DEFAULT_CREDENTIALS=PROFILE'), true);
   });
 
   it('a default that is not valid stops the plugin with the setting named', () => {

@@ -11,17 +11,19 @@ import { ensureMemoryDir } from '../../host/tmpfs.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { clientRuntime } from './client-runtime.js';
-import { resolveCredentials, type Credentials } from './credentials.js';
+import { resolveCredentials, roleCredentials, type Credentials } from './credentials.js';
 import { refusedByClient } from './other-opts.js';
 import { OptionsError } from '../options.js';
 import { SettingsError, type Settings } from '../../settings.js';
-import { fromSpec, normalizeEndpoint, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
+import { fromSpec, NO_CREDENTIALS_HELP, normalizeEndpoint, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
 import { PROFILE_NAME, PROFILE_NAME_RULE } from '../profiles.js';
 
 type Client = 's3fs' | 'ossfs';
 const CLIENTS: readonly Client[] = ['s3fs', 'ossfs'];
 
 const CLIENT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** At most this for the RAM role's credentials: the metadata service is on the instance's own link. */
+const ROLE_CHECK_MS = 3000;
 
 async function onPath(command: string): Promise<boolean> {
   for (const dir of CLIENT_PATH.split(':')) {
@@ -169,6 +171,7 @@ async function requireMemoryRunDir(dir: string, ctx: BackendContext): Promise<vo
  */
 function hintFor(said: string, spec: OssSpec, settings: Settings): string {
   if (/invalid credentials/i.test(said)) {
+    if (spec.ramRole) return " (the endpoint refused the instance's RAM role: check that the role's policy allows this bucket)";
     const which = spec.credentials ? `of profile '${spec.credentials}'` : spec.akId ? 'given inline (akId, akSecret)' : 'of the plugin-wide default';
     return ` (the endpoint refused the credentials ${which}: check the access key id, the secret${spec.credentials || spec.securityToken ? ' and the STS token' : ''})`;
   }
@@ -196,9 +199,15 @@ export class OssBackend implements Backend {
   }
 
   /** What Create can know before any mount: the profile is readable, and the client takes the options. */
-  async check(options: VolumeOptions, ctx: BackendContext): Promise<void> {
+  async check(options: VolumeOptions, ctx: BackendContext, deadline?: Deadline): Promise<void> {
     const spec = toSpec(options);
     await resolveCredentials(spec, ctx.settings.credentialsDir);
+    if (spec.ramRole) {
+      // Off ECS, the metadata service never answers: a short wait, then the old advice.
+      await roleCredentials(ctx.settings, Math.min(ROLE_CHECK_MS, deadline?.budget() ?? ROLE_CHECK_MS)).catch((err: Error) => {
+        throw new OptionsError(`credentials are required, and the instance's RAM role cannot stand in for them (${err.message}): ${NO_CREDENTIALS_HELP}`);
+      });
+    }
     const refused = refusedByClient(await chooseClient(), spec.otherOpts);
     if (refused) throw new OptionsError(refused);
   }
@@ -209,7 +218,7 @@ export class OssBackend implements Backend {
       bucket: spec.bucket,
       url: spec.url,
       path: spec.path,
-      credentials: spec.credentials ? `profile ${spec.credentials}` : spec.akId ? 'inline' : 'none (public bucket)',
+      credentials: spec.credentials ? `profile ${spec.credentials}` : spec.akId ? 'inline' : spec.ramRole ? "the instance's RAM role" : 'none (public bucket)',
       readonly: spec.readonly,
     };
   }
@@ -222,7 +231,11 @@ export class OssBackend implements Backend {
     old?.stop();
     await requireReachable(spec.url, deadline);
     const client = await chooseClient();
-    const creds = await resolveCredentials(spec, ctx.settings.credentialsDir);
+    const creds = spec.ramRole
+      ? await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS, FUSE_STOP_MS)).catch((err: Error) => {
+          throw new BackendError(`getting the instance's RAM role credentials for bucket ${spec.bucket} failed: ${err.message}`);
+        })
+      : await resolveCredentials(spec, ctx.settings.credentialsDir);
     const runtime = await clientRuntime(ctx.settings.stateDir);
     const dir = path.join(ctx.settings.runDir, 'oss', name);
     const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : [])];

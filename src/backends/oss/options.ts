@@ -30,6 +30,8 @@ export interface OssSpec {
   akSecret?: string;
   securityToken?: string;
   credentials?: string;
+  /** No credentials of its own and not a public bucket: the keys are the instance's RAM role's. */
+  ramRole: boolean;
   uid?: number;
   gid?: number;
   /** three octal digits */
@@ -120,17 +122,13 @@ const schema = z
         message: 'akId and akSecret go together',
       });
     }
-    if (!inline && o.credentials === undefined && !isPublicBucket(o.otherOpts)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: [],
-        message:
-          'credentials are required: give credentials=PROFILE (a file in the plugin credentials directory; preferred) ' +
-          "or akId and akSecret (shown by 'docker volume inspect'), or otherOpts='-o public_bucket=1' for a public bucket; " +
-          'or set a plugin-wide default profile: docker plugin set ossnas OSSNAS_DEFAULT_CREDENTIALS=PROFILE',
-      });
-    }
   });
+
+/** What Create says when a volume with no credentials cannot use the instance's RAM role either. */
+export const NO_CREDENTIALS_HELP =
+  'give credentials=PROFILE (a file in the plugin credentials directory; preferred) ' +
+  "or akId and akSecret (shown by 'docker volume inspect'), or otherOpts='-o public_bucket=1' for a public bucket; " +
+  'or set a plugin-wide default profile: docker plugin set ossnas OSSNAS_DEFAULT_CREDENTIALS=PROFILE';
 
 /**
  * Fills in the plugin-wide defaults (already validated) for what the options leave out: the
@@ -162,6 +160,7 @@ export function toSpec(raw: Record<string, string>): OssSpec {
     ...(o.akSecret !== undefined && { akSecret: o.akSecret }),
     ...(o.securityToken !== undefined && { securityToken: o.securityToken }),
     ...(o.credentials !== undefined && { credentials: o.credentials }),
+    ramRole: o.akId === undefined && o.credentials === undefined && !isPublicBucket(o.otherOpts),
     ...(o.uid !== undefined && { uid: o.uid }),
     ...(o.gid !== undefined && { gid: o.gid }),
     ...(o.umask !== undefined && { umask: o.umask }),
