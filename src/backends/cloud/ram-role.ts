@@ -39,8 +39,8 @@ export class RamRoleCredentials {
     try {
       return await this.refresh(timeoutMs);
     } catch (err) {
-      // Still valid: better used than a failed call (the service may be back by the next one).
-      if (c && Date.now() < c.expiration - 30_000) return c;
+      // Still valid for a while: better used than a failed call (the service may be back by the next one).
+      if (c && Date.now() < c.expiration - Math.min(30_000, (c.expiration - c.issued) / 10)) return c;
       throw err;
     }
   }
