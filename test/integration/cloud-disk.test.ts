@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { EcsCloud, type SimInstance } from '../helpers/ecs-cloud.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
@@ -227,6 +228,33 @@ describe('cloud disk volumes: attached on demand, following the volume between i
       await finishPlugin(host);
       await slow.close();
     }
+  });
+
+  it('after a restart, a held volume whose disk went to another instance is reported, never taken back, even with forceDetach', async () => {
+    const disk = await cloud.addDisk({ sizeMiB: 32 });
+    await call(hostA, 'Create', { Name: 'moved', Opts: { type: 'disk', diskId: disk.diskId, forceDetach: 'true' } });
+    const r = await call(hostA, 'Mount', { Name: 'moved', ID: ID(30) });
+    assert.equal(r.status, 200, r.text);
+    hostA.child.kill('SIGKILL');
+    // While the plugin is down, its mount goes and the disk is attached to B (by hand, or by B).
+    await execa('umount', [String(r.json.Mountpoint)]);
+    await cloud.detachFrom(disk.diskId, a.id);
+    await cloud.attachTo(disk.diskId, b.id);
+    const before = cloud.requests.length;
+    hostA = await hostA.restart();
+    const st = await waitFor('the repair to report the disk elsewhere', async () => {
+      const s = await status(hostA, 'moved');
+      return /attached to instance/.test(String(s.lastError ?? '')) ? s : undefined;
+    });
+    assert.match(String(st.lastError), new RegExp(`disk ${disk.diskId} is attached to instance ${b.id}, not to this one \\(${a.id}\\)`));
+    assert.doesNotMatch(String(st.lastError), /forceDetach/, 'a repair does not offer to force');
+    assert.deepEqual([st.refs, st.health, st.attachState, st.instanceId], [1, 'error', 'In_use', b.id]);
+    assert.deepEqual(cloud.requests.slice(before).filter((q) => q.action !== 'DescribeDisks').map((q) => q.action), [], 'nothing but lookups');
+    assert.equal(cloud.disk(disk.diskId).instanceId, b.id);
+    // Its container goes: the reference with it, and B keeps the disk.
+    assert.deepEqual((await call(hostA, 'Unmount', { Name: 'moved', ID: ID(30) })).json, { Err: '' });
+    assert.equal(cloud.disk(disk.diskId).instanceId, b.id);
+    await cloud.detachFrom(disk.diskId, b.id);
   });
 
   it('kill -9 between AttachDisk and the mount: the restarted plugin detaches the disk', async () => {
