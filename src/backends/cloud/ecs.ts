@@ -3,7 +3,7 @@
 // module gives each call the time its caller has left, and turns the SDK's errors into sentences
 // that name the call, the code and the request ID, which is what Alibaba's support asks for.
 //
-// The SDK is large (about 60 MB of memory and half a second to load, for ~1 700 API models), so it
+// The SDK is large (about 70 MB of memory and half a second to load, for every ECS API model), so it
 // is loaded at the first call, and hosts that have no cloud disk never load it.
 import type { RoleCredentials } from './metadata.js';
 import type { RamRoleCredentials } from './ram-role.js';
