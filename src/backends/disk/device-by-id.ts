@@ -7,8 +7,8 @@ import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { reachHostPath, type HostNamespace } from '../../host/hostns.js';
 
-/** A virtio-blk serial holds at most 20 bytes (VIRTIO_BLK_ID_BYTES). */
-const VIRTIO_SERIAL_BYTES = 20;
+/** A virtio-blk serial holds at most 20 bytes (VIRTIO_BLK_ID_BYTES), and so does NVMe's (SN). */
+const SERIAL_BYTES = 20;
 
 export function serialOf(diskId: string, serialNumber: string): string {
   return serialNumber || diskId.replace(/^d-/, '');
@@ -16,7 +16,8 @@ export function serialOf(diskId: string, serialNumber: string): string {
 
 /** The link names udev makes for an ECS disk: virtio-blk instances, then NVMe ones. */
 export function byIdNames(serial: string): string[] {
-  return [`virtio-${serial.slice(0, VIRTIO_SERIAL_BYTES)}`, `nvme-Alibaba_Cloud_Elastic_Block_Storage_${serial}`];
+  const seen = serial.slice(0, SERIAL_BYTES);
+  return [`virtio-${seen}`, `nvme-Alibaba_Cloud_Elastic_Block_Storage_${seen}`];
 }
 
 /** Follows a link the way the host would (absolute targets from the host's root), to a host path. */
