@@ -209,6 +209,30 @@ describe('cloud disk volumes: attached on demand, following the volume between i
     }
   });
 
+  it('lookups throttled by ECS while a Mount waits for the attach: it waits on, and mounts', async () => {
+    const slow = await EcsCloud.start({ dir: path.join(hostA.dir, 'throttled-cloud'), attachMs: 3000 });
+    const i = await slow.addInstance('i-throttle0000000001');
+    const host = await startPlugin(path.join(hostA.dir, 'throttled-host'), { ...env(i), OSSNAS_ECS_ENDPOINT: slow.endpoint });
+    try {
+      const disk = await slow.addDisk({ sizeMiB: 32 });
+      await call(host, 'Create', { Name: 'busy', Opts: { type: 'disk', diskId: disk.diskId } });
+      const mounting = call(host, 'Mount', { Name: 'busy', ID: ID(23) });
+      await waitFor('AttachDisk', () => (slow.requests.some((q) => q.action === 'AttachDisk' && q.code === 'OK') ? true : undefined), 20_000);
+      slow.faults.mode = 'throttle';
+      await waitFor('a throttled lookup', () => (slow.requests.some((q) => q.code === 'Throttling.User') ? true : undefined), 20_000);
+      await new Promise((r) => setTimeout(r, 1000));
+      slow.faults.mode = 'up';
+      const r = await mounting;
+      assert.equal(r.status, 200, r.text);
+      assert.ok(slow.requests.filter((q) => q.code === 'Throttling.User').length >= 1);
+      await call(host, 'Unmount', { Name: 'busy', ID: ID(23) });
+      assert.equal(slow.disk(disk.diskId).status, 'Available');
+    } finally {
+      await finishPlugin(host);
+      await slow.close();
+    }
+  });
+
   it('a disk left attaching when the Mount gave up is detached once ECS finishes, never left behind', async () => {
     const slow = await EcsCloud.start({ dir: path.join(hostA.dir, 'slow-cloud'), attachMs: 12_000 });
     const i = await slow.addInstance('i-slow00000000000001');

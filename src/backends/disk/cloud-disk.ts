@@ -9,7 +9,7 @@ import { hostMountTable, reachHostPath, type HostNamespace } from '../../host/ho
 import { readMounts } from '../../host/mountinfo.js';
 import { stat } from 'node:fs/promises';
 import { cloudAccess, type CloudAccess } from '../cloud/access.js';
-import type { DiskState, EcsApi } from '../cloud/ecs.js';
+import { CloudApiError, type DiskState, type EcsApi } from '../cloud/ecs.js';
 import { BackendError, type BackendContext } from '../types.js';
 import { findDeviceBySerial, serialOf } from './device-by-id.js';
 import type { CloudDiskSpec } from './options.js';
@@ -69,8 +69,18 @@ export class CloudDisks {
     return { ecs, me: instanceId };
   }
 
-  private async describe(ecs: EcsApi, diskId: string, deadline: Deadline, reserve = 0): Promise<DiskState> {
-    const d = await this.step(`looking up disk ${diskId} (DescribeDisks)`, () => ecs.describeDisk(diskId, deadline.budget(CALL_CAP_MS, reserve)));
+  /**
+   * The disk as DescribeDisks shows it now. While waiting (`previous` given), a throttled lookup
+   * is not a failure: the wait goes on with what was last seen (ECS limits calls per account, and
+   * many hosts waiting at once can reach the limit).
+   */
+  private async describe(ecs: EcsApi, diskId: string, deadline: Deadline, reserve = 0, previous?: DiskState): Promise<DiskState> {
+    const d = await this.step(`looking up disk ${diskId} (DescribeDisks)`, () =>
+      ecs.describeDisk(diskId, deadline.budget(CALL_CAP_MS, reserve)).catch((err: unknown) => {
+        if (previous && err instanceof CloudApiError && err.code?.startsWith('Throttling')) return previous;
+        throw err;
+      }),
+    );
     if (!d) throw new BackendError(`disk ${diskId} does not exist in region ${ecs.regionId} (DescribeDisks found no such disk)`);
     return d;
   }
@@ -152,7 +162,7 @@ export class CloudDisks {
         // Attaching, Detaching (here or elsewhere: a task that moved is still letting go of it), or our own call in flight.
         const why = `disk ${diskId} to be attached here: it is ${d.status}${elsewhere ? ` on instance ${d.instanceId}` : ''}`;
         await this.pause(wait, deadline, DETACH_RESERVE_MS, why);
-        d = await this.describe(ecs, diskId, deadline, DETACH_RESERVE_MS);
+        d = await this.describe(ecs, diskId, deadline, DETACH_RESERVE_MS, d);
       }
       this.record(volume, d, me);
       const serial = serialOf(diskId, d.serialNumber);
@@ -238,7 +248,7 @@ export class CloudDisks {
           throw new BackendError(`disk ${spec.diskId} is ${d.status} here and cannot be detached yet`);
         }
         await this.pause(wait, deadline, 0, `disk ${spec.diskId} to be detached (it is ${d.status})`);
-        d = await this.describe(api.ecs, spec.diskId, deadline);
+        d = await this.describe(api.ecs, spec.diskId, deadline, 0, d);
         this.record(volume, d, me);
       }
     } catch (err) {

@@ -11,8 +11,9 @@ import { AcsError, errorBody, isoSeconds, newRequestId, refuse } from './wire.js
 /**
  * up: normal service. down: nothing listens (connections refused). hang: requests are read and
  * never answered. error500: every request is answered InternalError (500), before any check.
+ * throttle: every request is answered Throttling.User (400), as ECS's flow control does.
  */
-export type FaultMode = 'up' | 'down' | 'hang' | 'error500';
+export type FaultMode = 'up' | 'down' | 'hang' | 'error500' | 'throttle';
 
 export interface ApiRecord {
   action: string;
@@ -184,6 +185,7 @@ export async function serveApi(req: IncomingMessage, res: ServerResponse, ctx: A
       return; // the socket stays open until the client gives up or the cloud closes
     }
     if (mode === 'error500') throw refuse.internalError();
+    if (mode === 'throttle') throw refuse.throttled();
     body = { RequestId: requestId, ...handle(req, path, query, raw, record.params, ctx) };
     record.code = 'OK';
   } catch (err) {

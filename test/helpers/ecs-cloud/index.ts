@@ -72,7 +72,7 @@ export class Faults {
    * again within a tick, on the same port.
    */
   set mode(m: FaultMode) {
-    if (!['up', 'down', 'hang', 'error500'].includes(m)) throw new Error(`unknown fault mode ${String(m)}`);
+    if (!['up', 'down', 'hang', 'error500', 'throttle'].includes(m)) throw new Error(`unknown fault mode ${String(m)}`);
     this.current = m;
     if (m === 'down') this.api.down();
     else this.api.up().catch((err: Error) => console.error(`ecs-cloud: the API could not listen again: ${err.message}`));

@@ -40,4 +40,6 @@ export const refuse = {
     new AcsError('IncompleteSignature', 400, `The request signature does not conform to Aliyun standards. (${why})`),
   internalError: () =>
     new AcsError('InternalError', 500, 'The request processing has failed due to some unknown error, exception or failure.'),
+  /** ECS's flow control: per API and account; the SDK makes it a ThrottlingError. */
+  throttled: () => new AcsError('Throttling.User', 400, 'Request was denied due to user flow control.'),
 };
