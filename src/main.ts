@@ -29,6 +29,9 @@ async function main(): Promise<void> {
     if (settings.ossDefaults.url || settings.ossDefaults.credentials) {
       (await import('./backends/oss/index.js')).checkOssDefaults(settings.ossDefaults);
     }
+    if (settings.cloud.ecsCredentials) {
+      (await import('./backends/profiles.js')).checkProfileSetting('OSSNAS_ECS_CREDENTIALS', settings.cloud.ecsCredentials);
+    }
   } catch (err) {
     if (err instanceof SettingsError) {
       console.error(`ossnas: bad setting: ${err.message}`);

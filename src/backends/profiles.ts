@@ -4,6 +4,7 @@
 // this module except to the caller, which hands them on in memory (a 0600 file at most).
 import { open } from 'node:fs/promises';
 import path from 'node:path';
+import { SettingsError } from '../settings.js';
 import { foldKey, OptionsError } from './options.js';
 
 export interface Credentials {
@@ -15,6 +16,11 @@ export interface Credentials {
 /** A credentials profile is a file name in the credentials directory: never a path. */
 export const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 export const PROFILE_NAME_RULE = 'a profile name: letters, digits, dots, dashes, underscores';
+
+/** A setting that names a profile (OSSNAS_DEFAULT_CREDENTIALS, OSSNAS_ECS_CREDENTIALS): SettingsError names it when it cannot be one. */
+export function checkProfileSetting(setting: string, value: string): void {
+  if (!PROFILE_NAME.test(value)) throw new SettingsError(`${setting}: expected ${PROFILE_NAME_RULE}, got '${value}'`);
+}
 
 const PROFILE_KEYS: Record<string, keyof Credentials> = {
   akid: 'akId',

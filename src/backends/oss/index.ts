@@ -16,7 +16,7 @@ import { refusedByClient } from './other-opts.js';
 import { OptionsError } from '../options.js';
 import { SettingsError, type Settings } from '../../settings.js';
 import { fromSpec, NO_CREDENTIALS_HELP, normalizeEndpoint, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
-import { PROFILE_NAME, PROFILE_NAME_RULE } from '../profiles.js';
+import { checkProfileSetting } from '../profiles.js';
 
 type Client = 's3fs' | 'ossfs';
 const CLIENTS: readonly Client[] = ['s3fs', 'ossfs'];
@@ -143,9 +143,7 @@ export function checkOssDefaults(defaults: Settings['ossDefaults']): Settings['o
   } catch (err) {
     throw new SettingsError(`OSSNAS_DEFAULT_URL: ${(err as Error).message}`);
   }
-  if (defaults.credentials !== undefined && !PROFILE_NAME.test(defaults.credentials)) {
-    throw new SettingsError(`OSSNAS_DEFAULT_CREDENTIALS: expected ${PROFILE_NAME_RULE}`);
-  }
+  if (defaults.credentials !== undefined) checkProfileSetting('OSSNAS_DEFAULT_CREDENTIALS', defaults.credentials);
   return { ...(url && { url }), ...(defaults.credentials && { credentials: defaults.credentials }) };
 }
 
