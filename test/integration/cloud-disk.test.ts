@@ -209,6 +209,23 @@ describe('cloud disk volumes: attached on demand, following the volume between i
     }
   });
 
+  it('an AttachDisk whose answer comes too late still attached the disk: the Mount undoes it', async () => {
+    const disk = await cloud.addDisk({ sizeMiB: 32 });
+    await call(hostA, 'Create', { Name: 'lost', Opts: { type: 'disk', diskId: disk.diskId } });
+    cloud.faults.delayOnly = 'AttachDisk';
+    cloud.faults.delayMs = 20_000;
+    try {
+      const r = await call(hostA, 'Mount', { Name: 'lost', ID: ID(24) });
+      assert.match(String(r.json.Err), /attaching disk .* \(AttachDisk\): ECS AttachDisk did not answer within \d+ ms/);
+    } finally {
+      cloud.faults.delayMs = 0;
+      cloud.faults.delayOnly = undefined;
+    }
+    assert.ok(cloud.requests.some((q) => q.action === 'AttachDisk' && q.params.DiskId === disk.diskId && q.code === 'OK'), 'ECS did attach it');
+    await waitFor('the disk to be detached again', () => (cloud.disk(disk.diskId).status === 'Available' ? true : undefined), 30_000);
+    assert.ok(!cloud.disk(disk.diskId).instanceId);
+  });
+
   it('lookups throttled by ECS while a Mount waits for the attach: it waits on, and mounts', async () => {
     const slow = await EcsCloud.start({ dir: path.join(hostA.dir, 'throttled-cloud'), attachMs: 3000 });
     const i = await slow.addInstance('i-throttle0000000001');

@@ -138,9 +138,13 @@ export class CloudDisks {
         this.record(volume, d, me);
         const elsewhere = d.instanceId !== '' && d.instanceId !== me;
         if (d.status === 'Available' && !attachedNow) {
-          await this.step(`attaching disk ${diskId} to this instance ${me} (AttachDisk)`, () =>
-            ecs.attachDisk(diskId, me, deadline.budget(CALL_CAP_MS, DETACH_RESERVE_MS)),
-          );
+          try {
+            await ecs.attachDisk(diskId, me, deadline.budget(CALL_CAP_MS, DETACH_RESERVE_MS));
+          } catch (err) {
+            // A refusal attached nothing; a call that got no answer may have reached ECS, and is undone like one that did.
+            if (!(err instanceof CloudApiError && err.code)) attachedNow = true;
+            throw new BackendError(`attaching disk ${diskId} to this instance ${me} (AttachDisk): ${(err as Error).message}`);
+          }
           attachedNow = true;
         } else if (d.status === 'In_use' && elsewhere) {
           if (!(mayForce && spec.forceDetach)) {

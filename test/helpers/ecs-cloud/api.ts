@@ -32,7 +32,7 @@ export interface ApiContext {
   keys: KeyRing;
   nonces: NonceBook;
   fleet: Fleet;
-  faults: { delayMs: number; mode: FaultMode };
+  faults: { delayMs: number; delayOnly?: string; mode: FaultMode };
   requests: ApiRecord[];
 }
 
@@ -155,7 +155,7 @@ const headerText = (v: string | string[] | undefined) => (Array.isArray(v) ? v.j
 
 export async function serveApi(req: IncomingMessage, res: ServerResponse, ctx: ApiContext): Promise<void> {
   const at = new Date();
-  const { delayMs, mode } = ctx.faults;
+  const { delayMs: delayAll, delayOnly, mode } = ctx.faults;
   const rawUrl = req.url ?? '/';
   const q = rawUrl.indexOf('?');
   const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
@@ -195,6 +195,8 @@ export async function serveApi(req: IncomingMessage, res: ServerResponse, ctx: A
     body = errorBody(err, requestId, ctx.regionId);
   }
   // The work is done before the delay: a client that gives up waiting may still have changed things.
+  // delayOnly: one action is slow (an AttachDisk whose answer comes after the caller gave up).
+  const delayMs = delayOnly === undefined || delayOnly === record.action ? delayAll : 0;
   if (delayMs > 0) await sleep(delayMs);
   const text = JSON.stringify(body);
   if (res.destroyed) return;

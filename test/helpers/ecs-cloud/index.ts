@@ -57,6 +57,8 @@ export interface AddDiskOptions {
 
 export class Faults {
   delayMs = 0;
+  /** When set, only this action's answers are delayed. */
+  delayOnly: string | undefined = undefined;
   private current: FaultMode = 'up';
 
   constructor(private readonly api: Listener) {}
