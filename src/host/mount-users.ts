@@ -67,6 +67,19 @@ export class MountUsersUnknown extends Error {}
 export async function mountUsers(target: string, ours: readonly string[]): Promise<string[]> {
   const mine = await findMount(target);
   if (!mine) return [];
+  return mountsAnywhere((m) => showsPartOf(m, mine) && !ours.some((dir) => pathWithin(m.mountPoint, path.resolve(dir))));
+}
+
+/**
+ * Every mount of the block device `device` (major:minor), in any mount namespace on the host, as
+ * "PID n: /path": whoever still has its filesystem mounted, with or without a mount of ours.
+ */
+export function deviceUsers(device: string): Promise<string[]> {
+  return mountsAnywhere((m) => m.device === device);
+}
+
+/** The mounts that `wanted` picks, in every mount namespace on the host, each as "PID n: /path". */
+async function mountsAnywhere(wanted: (m: MountEntry) => boolean): Promise<string[]> {
   // A wrong "nobody" would let a stale reference be released under a running container.
   if ((await readlink('/proc/self/ns/pid').catch(() => '')) !== INITIAL_PID_NS) {
     throw new MountUsersUnknown("this process does not see the host's processes (the managed plugin needs pidhost)");
@@ -90,11 +103,7 @@ export async function mountUsers(target: string, ours: readonly string[]): Promi
     }
     if (!text || seen.has(text)) continue;
     seen.add(text);
-    for (const m of parseMountinfo(text)) {
-      if (!showsPartOf(m, mine)) continue;
-      if (ours.some((dir) => pathWithin(m.mountPoint, path.resolve(dir)))) continue;
-      users.push(`PID ${pid}: ${m.mountPoint}`);
-    }
+    for (const m of parseMountinfo(text)) if (wanted(m)) users.push(`PID ${pid}: ${m.mountPoint}`);
   }
   return users;
 }

@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { EcsCloud, type SimInstance } from '../helpers/ecs-cloud.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
+import { holdMount, holdVolume } from '../helpers/holder.js';
 import { finishPlugin, startPlugin, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
 
 const ID = (n: number) => String(n).padStart(64, 'c');
@@ -122,6 +123,22 @@ describe('cloud disk volumes: attached on demand, following the volume between i
     // Remove forgets the volume, never the disk.
     for (const host of [hostA, hostB]) assert.deepEqual((await call(host, 'Remove', { Name: 'db' })).json, { Err: '' });
     assert.equal(cloud.disk(disk.diskId).status, 'Available');
+  });
+
+  it('a disk whose filesystem a container still holds after the last Unmount stays attached until it goes', async () => {
+    const disk = await cloud.addDisk({ sizeMiB: 32 });
+    await call(hostA, 'Create', { Name: 'kept', Opts: { type: 'disk', diskId: disk.diskId } });
+    // A "container" that binds the volume and outlives its reference (Mount, bind, Unmount).
+    const holder = await holdVolume(hostA.client, 'kept', path.join(hostA.dir, 'holder-kept'));
+    try {
+      assert.deepEqual([cloud.disk(disk.diskId).status, cloud.disk(disk.diskId).instanceId], ['In_use', a.id], 'not pulled from under it');
+      const st = await status(hostA, 'kept');
+      assert.match(String(st.note), /still mounted on this host \(PID \d+: .*holder-kept\); detached once nothing holds it/);
+      assert.deepEqual([st.refs, st.mounted], [0, false]);
+    } finally {
+      await holder.release();
+    }
+    await waitFor('the disk to be detached once nothing holds it', () => (cloud.disk(disk.diskId).status === 'Available' ? true : undefined), 60_000);
   });
 
   it('takes a disk from another instance only with forceDetach, and only at a Mount', async () => {
@@ -269,6 +286,29 @@ describe('cloud disk volumes: attached on demand, following the volume between i
       await finishPlugin(host);
       await slow.close();
     }
+  });
+
+  it('after kill -9, a held, mounted disk is adopted as it is: no attach, no detach, and Status says where it is', async () => {
+    const disk = await cloud.addDisk({ sizeMiB: 32 });
+    await call(hostA, 'Create', { Name: 'adopted', Opts: { type: 'disk', diskId: disk.diskId } });
+    const r = await call(hostA, 'Mount', { Name: 'adopted', ID: ID(31) });
+    assert.equal(r.status, 200, r.text);
+    const holder = await holdMount(String(r.json.Mountpoint), path.join(hostA.dir, 'holder-adopted'));
+    try {
+      hostA.child.kill('SIGKILL');
+      const before = cloud.requests.length;
+      hostA = await hostA.restart();
+      const st = await waitFor('the restore to look the disk up', async () => {
+        const s = await status(hostA, 'adopted');
+        return s.attachState ? s : undefined;
+      });
+      assert.deepEqual([st.refs, st.mounted, st.health, st.attachState, st.instanceId, st.device], [1, true, 'ok', 'In_use', a.id, cloud.disk(disk.diskId).device]);
+      assert.deepEqual(cloud.requests.slice(before).filter((q) => q.params.DiskId === disk.diskId).map((q) => q.action), [], 'no AttachDisk or DetachDisk');
+      assert.deepEqual((await call(hostA, 'Unmount', { Name: 'adopted', ID: ID(31) })).json, { Err: '' });
+    } finally {
+      await holder.release();
+    }
+    await waitFor('the disk to be detached once its holder is gone', () => (cloud.disk(disk.diskId).status === 'Available' ? true : undefined), 60_000);
   });
 
   it('after a restart, a held volume whose disk went to another instance is reported, never taken back, even with forceDetach', async () => {

@@ -5,8 +5,8 @@
 // record of attachments of its own, it asks. A disk is attached to one instance at a time, and the
 // plugin never takes it from another unless the volume says forceDetach=true, and only at a Mount.
 import type { Deadline } from '../../host/deadline.js';
-import { hostMountTable, reachHostPath, type HostNamespace } from '../../host/hostns.js';
-import { readMounts } from '../../host/mountinfo.js';
+import { reachHostPath, type HostNamespace } from '../../host/hostns.js';
+import { deviceUsers } from '../../host/mount-users.js';
 import { stat } from 'node:fs/promises';
 import { cloudAccess, type CloudAccess } from '../cloud/access.js';
 import { CloudApiError, type DiskState, type EcsApi } from '../cloud/ecs.js';
@@ -232,10 +232,11 @@ export class CloudDisks {
       }
       if (d.instanceId !== me || d.status === 'Available' || !spec.detach) return;
       const ns = await ctx.hostNamespace();
-      const holder = await this.mountedOnHost(ns, ctx, serialOf(spec.diskId, d.serialNumber));
-      if (holder) {
-        this.record(volume, d, me, { note: `not detached: its filesystem is still mounted on this host at ${holder}` });
-        throw new BackendError(`disk ${spec.diskId} is not detached: its filesystem is still mounted on this host at ${holder}`);
+      const holders = await this.mountedAnywhere(ns, ctx, serialOf(spec.diskId, d.serialNumber)).catch((err: Error) => [`(unknown: ${err.message})`]);
+      if (holders.length > 0) {
+        const why = `not detached: its filesystem is still mounted on this host (${holders.slice(0, 3).join(', ')}); detached once nothing holds it`;
+        this.record(volume, d, me, { note: why });
+        throw new BackendError(`disk ${spec.diskId} is ${why}`);
       }
       let sent = false;
       for (let wait = POLL_FIRST_MS; ; wait = Math.min(POLL_MAX_MS, wait * 2)) {
@@ -266,19 +267,24 @@ export class CloudDisks {
     const { ecs, me } = await this.api(spec, ctx, deadline);
     const d = await this.describe(ecs, spec.diskId, deadline);
     const elsewhere = d.instanceId !== '' && d.instanceId !== me;
+    const device = elsewhere ? undefined : await findDeviceBySerial(await ctx.hostNamespace(), ctx.settings.cloud.deviceByIdDir, serialOf(spec.diskId, d.serialNumber));
     this.record(volume, d, me, {
+      ...(device && { device }),
       ...(elsewhere && {
         note: `mounted here, but ECS says the disk is attached to instance ${d.instanceId}; it was detached from this instance by someone else. Nothing was changed`,
       }),
     });
   }
 
-  /** Where the host has the disk's filesystem mounted, if anywhere. */
-  private async mountedOnHost(ns: HostNamespace, ctx: BackendContext, serial: string): Promise<string | undefined> {
+  /**
+   * Who still has the disk's filesystem mounted, in any mount namespace (a container that
+   * outlived its reference, or the host): detaching would pull the disk from under them.
+   */
+  private async mountedAnywhere(ns: HostNamespace, ctx: BackendContext, serial: string): Promise<string[]> {
     const device = await findDeviceBySerial(ns, ctx.settings.cloud.deviceByIdDir, serial);
-    if (!device) return undefined;
+    if (!device) return [];
     const st = await stat(reachHostPath(ns, device));
-    const id = `${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)}`;
-    return (await readMounts(hostMountTable(ns))).find((m) => m.device === id)?.mountPoint;
+    return deviceUsers(`${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)}`);
   }
+
 }
