@@ -204,7 +204,7 @@ export class CloudDisks {
 
   /** A detach that could not be done now: Status says so, and the driver settles the volume later. */
   private leftAttached(volume: string, spec: CloudDiskSpec, ctx: BackendContext, me: string, why: string): void {
-    const note = `disk ${spec.diskId} may still be attached here (${me}); it is detached as soon as the ECS API answers: ${why}`;
+    const note = `disk ${spec.diskId} may still be attached here (${me}); it is detached later, with backoff: ${why}`;
     this.views.set(volume, { ...(this.views.get(volume) ?? { attachState: 'unknown', instanceId: me }), note });
     ctx.log.warn({ volume, diskId: spec.diskId, err: why }, 'cloud disk left attached for now; detached later');
     ctx.settleLater(volume);
@@ -286,5 +286,4 @@ export class CloudDisks {
     const st = await stat(reachHostPath(ns, device));
     return deviceUsers(`${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)}`);
   }
-
 }
