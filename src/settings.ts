@@ -3,6 +3,7 @@
 // Defaults live here as well as in config.json because `docker plugin upgrade` keeps the
 // old Settings.Env and never adds variables that a newer config.json introduces.
 import path from 'node:path';
+import { normalizeEndpoint } from './endpoint.js';
 
 export type HostPid = 'auto' | number;
 
@@ -90,28 +91,21 @@ function listenAddress(name: string, value: string): ListenAddress {
   return { host: m[1] ?? m[2] ?? '', port };
 }
 
-/** An http(s) URL with no path, query or credentials in it, without its trailing slash. */
-function baseUrl(name: string, value: string, example: string): string {
-  let url: URL | undefined;
+/**
+ * An endpoint setting as scheme://host[:port]. The value is not echoed: a malformed URL can still
+ * hold a user:secret@ part, and this message goes to dockerd's log.
+ */
+function endpoint(name: string, value: string, example: string): string {
   try {
-    url = new URL(value);
+    return normalizeEndpoint(value);
   } catch {
-    url = undefined;
+    throw new SettingsError(`${name} must be http(s)://host[:port] (a bare host name means https), with no path and no user:password, e.g. ${example}`);
   }
-  if (!url || !['http:', 'https:'].includes(url.protocol) || url.username || url.password || url.search || url.hash || url.pathname !== '/') {
-    throw new SettingsError(`${name} must be an http or https URL with no path (e.g. ${example}), got '${value}'`);
-  }
-  return url.origin;
 }
 
 function absolute(name: string, value: string): string {
   if (!path.isAbsolute(value)) throw new SettingsError(`${name} must be an absolute path, got '${value}'`);
   return path.normalize(value).replace(/(.)\/$/, '$1');
-}
-
-/** Endpoints are often written as a bare host name, as Alibaba Cloud's pages list them: https is meant. */
-function withScheme(value: string): string {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `https://${value}`;
 }
 
 /** libuv's own bound (MAX_THREADPOOL_SIZE): a larger value is silently cut to it. */
@@ -196,9 +190,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     scope,
     ...(get('OSSNAS_METRICS_ADDRESS') && { metricsAddress: listenAddress('OSSNAS_METRICS_ADDRESS', get('OSSNAS_METRICS_ADDRESS')) }),
     cloud: {
-      metadataUrl: baseUrl('OSSNAS_METADATA_URL', get('OSSNAS_METADATA_URL'), 'http://100.100.100.200'),
+      metadataUrl: endpoint('OSSNAS_METADATA_URL', get('OSSNAS_METADATA_URL'), 'http://100.100.100.200'),
       ...(get('OSSNAS_ECS_ENDPOINT') && {
-        ecsEndpoint: baseUrl('OSSNAS_ECS_ENDPOINT', withScheme(get('OSSNAS_ECS_ENDPOINT')), 'https://ecs-vpc.cn-hangzhou.aliyuncs.com'),
+        ecsEndpoint: endpoint('OSSNAS_ECS_ENDPOINT', get('OSSNAS_ECS_ENDPOINT'), 'ecs-vpc.cn-hangzhou.aliyuncs.com'),
       }),
       deviceByIdDir: absolute('OSSNAS_DEVICE_BY_ID_DIR', get('OSSNAS_DEVICE_BY_ID_DIR')),
       // A profile name is checked where profiles are read, as a volume's own would be.

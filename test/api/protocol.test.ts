@@ -211,7 +211,8 @@ describe('the program', () => {
       ['OSSNAS_DEFAULT_URL', 'ftp://x', /ossnas: bad setting: OSSNAS_DEFAULT_URL: only http:\/\/ and https:\/\/ endpoints are accepted/],
       ['OSSNAS_DEFAULT_CREDENTIALS', '../etc/passwd', /ossnas: bad setting: OSSNAS_DEFAULT_CREDENTIALS: expected a profile name/],
       ['OSSNAS_ECS_CREDENTIALS', 'a/b', /ossnas: bad setting: OSSNAS_ECS_CREDENTIALS: expected a profile name: .*, got 'a\/b'/],
-      ['OSSNAS_METADATA_URL', 'http://100.100.100.200/latest', /ossnas: bad setting: OSSNAS_METADATA_URL must be an http or https URL with no path/],
+      // Not echoed: a URL can hold a user:secret@ part, and this goes to dockerd's log.
+      ['OSSNAS_METADATA_URL', 'http://user:s3cr3t-in-url@100.100.100.200/latest', /ossnas: bad setting: OSSNAS_METADATA_URL must be http\(s\):\/\/host\[:port\] .*with no path and no user:password(?![^]*s3cr3t-in-url)/],
       ['OSSNAS_DEVICE_BY_ID_DIR', 'dev/disk/by-id', /ossnas: bad setting: OSSNAS_DEVICE_BY_ID_DIR must be an absolute path/],
       // libuv would read these as 1 thread, silently (an empty value cannot mean a default: see settings.ts).
       ['UV_THREADPOOL_SIZE', '', /ossnas: bad setting: UV_THREADPOOL_SIZE is empty, which Node's thread pool reads as 1 thread/],

@@ -4,6 +4,9 @@ import { z } from 'zod';
 import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, parsedString, subPathOption } from '../options.js';
 import { formatOtherOpts, parseOtherOpts } from './other-opts.js';
 import { PROFILE_NAME, PROFILE_NAME_RULE } from '../profiles.js';
+import { normalizeEndpoint } from '../../endpoint.js';
+
+export { normalizeEndpoint } from '../../endpoint.js';
 
 export const OSS_KEYS = [
   'type',
@@ -41,24 +44,6 @@ export interface OssSpec {
 }
 
 
-/** 'oss-cn-hangzhou.aliyuncs.com', 'https://host', 'http://127.0.0.1:9000' -> 'scheme://host[:port]' */
-export function normalizeEndpoint(value: string): string {
-  const v = value.trim();
-  if (!v || /[\s,]/.test(v)) throw new Error('an endpoint such as oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000');
-  let u: URL;
-  try {
-    u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? v : `https://${v}`);
-  } catch {
-    // The value is not echoed: a malformed URL can still hold a user:secret@ part.
-    throw new Error('not an endpoint; expected a host name or http(s)://host[:port]');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('only http:// and https:// endpoints are accepted');
-  if (u.username || u.password) throw new Error('an endpoint must not contain credentials; use the credentials option');
-  if ((u.pathname && u.pathname !== '/') || u.search || u.hash) {
-    throw new Error('an endpoint is scheme://host[:port] with no path; use the path option for a sub-path');
-  }
-  return `${u.protocol}//${u.host}`;
-}
 
 const endpoint = parsedString(
   normalizeEndpoint,
