@@ -36,7 +36,7 @@ export interface Backend {
   /** Validates options (keys already canonical) and returns their normalised form. Throws OptionsError. */
   parse(options: Record<string, string>): VolumeOptions;
   /** Checks that need the plugin's surroundings (a credentials profile exists). Runs at Create. */
-  check(options: VolumeOptions, ctx: BackendContext, deadline?: Deadline): Promise<void>;
+  check(options: VolumeOptions, ctx: BackendContext, deadline: Deadline): Promise<void>;
   /**
    * What this volume needs for itself alone, if anything (a block device): `key` tells it apart
    * whatever name it is given by, `shown` names it in messages. Create refuses a second volume

@@ -45,6 +45,19 @@ describe('cloud disk volumes: attached on demand, following the volume between i
     ((await call(host, 'Get', { Name: name })).json.Volume as { Status: Record<string, unknown> }).Status;
   const mountAt = async (p: string) => (await readMounts()).find((m) => m.mountPoint === p);
 
+  /** A control plane of its own whose attaches take `attachMs`, and a host on it, for `fn`; both gone afterwards. */
+  async function onOwnCloud(name: string, attachMs: number, fn: (cloud: EcsCloud, host: PluginProcess) => Promise<void>): Promise<void> {
+    const own = await EcsCloud.start({ dir: path.join(hostA.dir, `${name}-cloud`), attachMs });
+    const i = await own.addInstance(`i-${name}`.padEnd(22, '0'));
+    const host = await startPlugin(path.join(hostA.dir, `${name}-host`), { ...env(i), OSSNAS_ECS_ENDPOINT: own.endpoint });
+    try {
+      await fn(own, host);
+    } finally {
+      await finishPlugin(host);
+      await own.close();
+    }
+  }
+
   before(async () => {
     const t = await tempDir('ossnas-cloud-');
     cleanup = t.cleanup;
@@ -244,10 +257,7 @@ describe('cloud disk volumes: attached on demand, following the volume between i
   });
 
   it('lookups throttled by ECS while a Mount waits for the attach: it waits on, and mounts', async () => {
-    const slow = await EcsCloud.start({ dir: path.join(hostA.dir, 'throttled-cloud'), attachMs: 3000 });
-    const i = await slow.addInstance('i-throttle0000000001');
-    const host = await startPlugin(path.join(hostA.dir, 'throttled-host'), { ...env(i), OSSNAS_ECS_ENDPOINT: slow.endpoint });
-    try {
+    await onOwnCloud('throttled', 3000, async (slow, host) => {
       const disk = await slow.addDisk({ sizeMiB: 32 });
       await call(host, 'Create', { Name: 'busy', Opts: { type: 'disk', diskId: disk.diskId } });
       const mounting = call(host, 'Mount', { Name: 'busy', ID: ID(23) });
@@ -261,17 +271,11 @@ describe('cloud disk volumes: attached on demand, following the volume between i
       assert.ok(slow.requests.filter((q) => q.code === 'Throttling.User').length >= 1);
       await call(host, 'Unmount', { Name: 'busy', ID: ID(23) });
       assert.equal(slow.disk(disk.diskId).status, 'Available');
-    } finally {
-      await finishPlugin(host);
-      await slow.close();
-    }
+    });
   });
 
   it('a disk left attaching when the Mount gave up is detached once ECS finishes, never left behind', async () => {
-    const slow = await EcsCloud.start({ dir: path.join(hostA.dir, 'slow-cloud'), attachMs: 12_000 });
-    const i = await slow.addInstance('i-slow00000000000001');
-    const host = await startPlugin(path.join(hostA.dir, 'slow-host'), { ...env(i), OSSNAS_ECS_ENDPOINT: slow.endpoint });
-    try {
+    await onOwnCloud('slow', 12_000, async (slow, host) => {
       const disk = await slow.addDisk({ sizeMiB: 32 });
       await call(host, 'Create', { Name: 'late', Opts: { type: 'disk', diskId: disk.diskId } });
       const r = await call(host, 'Mount', { Name: 'late', ID: ID(21) });
@@ -282,10 +286,7 @@ describe('cloud disk volumes: attached on demand, following the volume between i
       );
       assert.ok(!slow.disk(disk.diskId).instanceId, 'attached nowhere');
       assert.match(host.output(), /cloud disk left attached for now; detached later/);
-    } finally {
-      await finishPlugin(host);
-      await slow.close();
-    }
+    });
   });
 
   it('after kill -9, a held, mounted disk is adopted as it is: no attach, no detach, and Status says where it is', async () => {

@@ -34,7 +34,7 @@ export class CloudAccess {
     const endpoint = this.settings.ecsEndpoint ?? `https://ecs-vpc.${regionId}.aliyuncs.com`;
     const profile = this.profileFor(volumeProfile);
     if (profile === undefined) return new EcsApi(endpoint, regionId, { kind: 'ramRole', role: this.ramRole });
-    return new EcsApi(endpoint, regionId, { kind: 'profile', name: profile, keys: await readProfile(this.credentialsDir, profile) });
+    return new EcsApi(endpoint, regionId, { kind: 'profile', keys: await readProfile(this.credentialsDir, profile) });
   }
 }
 

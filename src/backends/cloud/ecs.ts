@@ -33,7 +33,7 @@ export interface DiskState {
 }
 
 /** Where the API's keys come from: a profile's static keys, or the instance's RAM role. */
-export type ApiCredentials = { kind: 'profile'; name: string; keys: Credentials } | { kind: 'ramRole'; role: RamRoleCredentials };
+export type ApiCredentials = { kind: 'profile'; keys: Credentials } | { kind: 'ramRole'; role: RamRoleCredentials };
 
 type Sdk = {
   Client: typeof import('@alicloud/ecs20140526').default;

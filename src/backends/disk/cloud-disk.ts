@@ -96,24 +96,16 @@ export class CloudDisks {
     });
   }
 
-  /** At Create: the disk exists in this region, when the API can be asked. False when it cannot. */
-  async check(spec: CloudDiskSpec, ctx: BackendContext, deadline: Deadline): Promise<boolean> {
-    let ecs: EcsApi;
+  /** At Create: the disk exists in this region, when the API can be asked (else the Mount says what is wrong). */
+  async check(spec: CloudDiskSpec, ctx: BackendContext, deadline: Deadline): Promise<void> {
     try {
-      ({ ecs } = await this.api(spec, ctx, deadline));
-    } catch (err) {
-      // Not on ECS, or the metadata service is down: the Mount will say so; Create records the volume.
-      ctx.log.warn({ diskId: spec.diskId, err: (err as Error).message }, 'cloud disk not checked at Create; the API cannot be asked');
-      return false;
-    }
-    try {
+      const { ecs } = await this.api(spec, ctx, deadline);
       await this.describe(ecs, spec.diskId, deadline);
     } catch (err) {
       if (err instanceof BackendError && /does not exist/.test(err.message)) throw err;
-      ctx.log.warn({ diskId: spec.diskId, err: (err as Error).message }, 'cloud disk not checked at Create; the API did not answer');
-      return false;
+      // Not on ECS, the metadata service or the API down: Create records the volume anyway.
+      ctx.log.warn({ diskId: spec.diskId, err: (err as Error).message }, 'cloud disk not checked at Create; the API cannot be asked');
     }
-    return true;
   }
 
   /**
@@ -179,7 +171,7 @@ export class CloudDisks {
       this.record(volume, d, me, { device });
       return { device, attachedNow };
     } catch (err) {
-      if (attachedNow) await this.undoAttach(volume, spec, ecs, me, ctx, deadline);
+      if (attachedNow) await this.undoAttach(volume, spec, ctx, deadline);
       throw err;
     }
   }
@@ -192,10 +184,16 @@ export class CloudDisks {
     await sleep(ms);
   }
 
-  /** After a Mount failed: the disk it attached goes back, or is left for the retries to detach. */
-  async undoAttach(volume: string, spec: CloudDiskSpec, ecs: EcsApi, me: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
+  /**
+   * After a Mount failed: the disk it attached goes back (whatever detach= says: the host is left
+   * as it was), or is left for the retries to detach. Does not wait for Available.
+   */
+  async undoAttach(volume: string, spec: CloudDiskSpec, ctx: BackendContext, deadline: Deadline): Promise<void> {
+    let me = 'this instance';
     try {
-      await ecs.detachDisk(spec.diskId, me, Math.max(500, Math.min(CALL_CAP_MS, deadline.remaining())));
+      const api = await this.api(spec, ctx, deadline);
+      me = api.me;
+      await api.ecs.detachDisk(spec.diskId, me, Math.max(500, Math.min(CALL_CAP_MS, deadline.remaining())));
       this.views.set(volume, { attachState: 'Detaching', instanceId: me });
     } catch (err) {
       this.leftAttached(volume, spec, ctx, me, (err as Error).message);
@@ -213,12 +211,12 @@ export class CloudDisks {
   /**
    * The disk is not needed here any more (no reference, nothing mounted): detach it if it is
    * attached here, unless the volume says detach=false, and wait for Available so that the next
-   * host's AttachDisk is accepted (`waitForAvailable`). Safe to repeat. Refuses to detach a disk
+   * host's AttachDisk is accepted. Safe to repeat. Refuses to detach a disk
    * whose filesystem the host still has mounted somewhere (a container that outlived its
    * reference). With `bestEffort`, a failure is left for later instead of thrown: the Unmount
    * itself succeeded.
    */
-  async release(volume: string, spec: CloudDiskSpec, ctx: BackendContext, deadline: Deadline, bestEffort: boolean, waitForAvailable = true): Promise<void> {
+  async release(volume: string, spec: CloudDiskSpec, ctx: BackendContext, deadline: Deadline, bestEffort: boolean): Promise<void> {
     let me = '';
     try {
       const api = await this.api(spec, ctx, deadline);
@@ -247,10 +245,6 @@ export class CloudDisks {
           );
           sent = true;
           this.views.set(volume, { attachState: 'Detaching', instanceId: me });
-          if (!waitForAvailable) return;
-        } else if (!waitForAvailable) {
-          // Still being attached: DetachDisk would be refused until it is In_use.
-          throw new BackendError(`disk ${spec.diskId} is ${d.status} here and cannot be detached yet`);
         }
         await this.pause(wait, deadline, 0, `disk ${spec.diskId} to be detached (it is ${d.status})`);
         d = await this.describe(api.ecs, spec.diskId, deadline, 0, d);

@@ -5,11 +5,10 @@
 // the mount outlives the plugin process.
 import { access, open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Deadline } from '../../host/deadline.js';
+import { Deadline } from '../../host/deadline.js';
 import { CommandError, run, RUN_OVERRUN_MS } from '../../host/exec.js';
 import { ensureDir, removeFileQuietly } from '../../host/files.js';
 import { reachHostPath, type HostNamespace } from '../../host/hostns.js';
-import { Deadline as CallDeadline } from '../../host/deadline.js';
 import { BackendError, type Backend, type BackendContext, type MountIntent, type VolumeOptions } from '../types.js';
 import { CloudDisks, DETACH_RESERVE_MS } from './cloud-disk.js';
 import { DISK_KEYS, fromSpec, toSpec, type DiskSpec } from './options.js';
@@ -82,10 +81,10 @@ export class DiskBackend implements Backend {
   }
 
   /** A cloud disk must exist in this region, when the API can be asked (a host off ECS, or a control plane that is down, records the volume anyway). */
-  async check(options: VolumeOptions, ctx: BackendContext, deadline?: Deadline): Promise<void> {
+  async check(options: VolumeOptions, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
     if (spec.cloud) {
-      await this.clouds.check(spec.cloud, ctx, deadline ?? CallDeadline.after(ctx.settings.mountTimeoutMs));
+      await this.clouds.check(spec.cloud, ctx, deadline);
       return;
     }
     if (!spec.device) return;
@@ -177,7 +176,7 @@ export class DiskBackend implements Backend {
       try {
         await this.mountDevice(attached.device, `disk ${spec.cloud.diskId} (${attached.device})`, spec, target, ctx, deadline, attached.attachedNow ? DETACH_RESERVE_MS : 0);
       } catch (err) {
-        if (attached.attachedNow) await this.clouds.release(name, { ...spec.cloud, detach: true }, ctx, deadline, true, false);
+        if (attached.attachedNow) await this.clouds.undoAttach(name, spec.cloud, ctx, deadline);
         throw err;
       }
       return;
@@ -255,7 +254,7 @@ export class DiskBackend implements Backend {
   /** A cloud disk mounted by an earlier process: Status shows where ECS says it is. */
   async adopt(name: string, options: VolumeOptions, _target: string, ctx: BackendContext): Promise<void> {
     const { cloud } = toSpec(options);
-    if (cloud) await this.clouds.adopt(name, cloud, ctx, CallDeadline.after(ctx.settings.mountTimeoutMs));
+    if (cloud) await this.clouds.adopt(name, cloud, ctx, Deadline.after(ctx.settings.mountTimeoutMs));
   }
 
   /** Deletes the image the plugin made for a size= volume; a device's data is never touched. */

@@ -197,12 +197,12 @@ export class OssBackend implements Backend {
   }
 
   /** What Create can know before any mount: the profile is readable, and the client takes the options. */
-  async check(options: VolumeOptions, ctx: BackendContext, deadline?: Deadline): Promise<void> {
+  async check(options: VolumeOptions, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
     await resolveCredentials(spec, ctx.settings.credentialsDir);
     if (spec.ramRole) {
       // Off ECS, the metadata service never answers: a short wait, then the old advice.
-      await roleCredentials(ctx.settings, Math.min(ROLE_CHECK_MS, deadline?.budget() ?? ROLE_CHECK_MS)).catch((err: Error) => {
+      await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS)).catch((err: Error) => {
         throw new OptionsError(`credentials are required, and the instance's RAM role cannot stand in for them (${err.message}): ${NO_CREDENTIALS_HELP}`);
       });
     }
