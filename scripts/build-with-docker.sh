@@ -3,14 +3,14 @@
 # who can pull a base image from a container registry. Without a registry use ./rootfs.build.sh.
 #
 # Usage:  scripts/build-with-docker.sh        (from any directory)
-# Env:    BASE_IMAGE=IMG   Node 20 bookworm image (default node:20-bookworm-slim)
+# Env:    BASE_IMAGE=IMG   Node 24 bookworm image (default node:24-bookworm-slim)
 #         IMAGE=NAME       tag of the built image (default ossnas-rootfs)
 #         OUT=DIR          output bundle (default: <repo>/plugin)
 # Then:   docker plugin create ossnas plugin
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
-BASE_IMAGE=${BASE_IMAGE:-node:20-bookworm-slim}
+BASE_IMAGE=${BASE_IMAGE:-node:24-bookworm-slim}
 IMAGE=${IMAGE:-ossnas-rootfs}
 OUT=${OUT:-$REPO/plugin}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac

@@ -33,6 +33,20 @@ fi
 
 [ -e /dev/fuse ] || modprobe fuse || true
 
+# The project's Node (.node-version), the same binary the rootfs ships, at .cache/node/bin/node:
+# test/run.sh puts it first on PATH, so the host-process tests run what the plugin runs. The
+
+# shellcheck source=scripts/lib/node.sh
+REPO=$repo; source scripts/lib/node.sh
+node_v=$(node_version)
+if [ ! -x ".cache/node-$node_v/bin/node" ]; then
+  echo "host-setup: fetching node $node_v from the npm registry"
+  mkdir -p .cache
+  fetch_node "$node_v" ".cache/node-$node_v"
+fi
+ln -sfn "node-$node_v" .cache/node
+export PATH="$repo/.cache/node/bin:$PATH"
+
 # npm dependencies, when missing or older than the lock file.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "host-setup: npm ci"

@@ -8,6 +8,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 bash scripts/host-setup.sh
+# The project's Node (.node-version, fetched by host-setup): the one the plugin's rootfs ships.
+export PATH="$repo/.cache/node/bin:$PATH"
+[ "$(node --version)" = "v$(tr -d ' \n' <.node-version)" ] || { echo "test/run.sh: node on PATH is $(node --version), not .node-version's" >&2; exit 1; }
 npm run build
 npm run typecheck
 

@@ -334,7 +334,7 @@ async function filesContaining(dir: string, needle: string): Promise<string[]> {
   const hits: string[] = [];
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
     if (!e.isFile()) continue;
-    const f = path.join(e.parentPath ?? e.path, e.name);
+    const f = path.join(e.parentPath, e.name);
     if ((await readFile(f, 'latin1').catch(() => '')).includes(needle)) hits.push(f);
   }
   return hits;
