@@ -18,6 +18,9 @@
 # Env:    OUT=DIR             output bundle (default: <repo>/plugin)
 #         NODE_VERSION=X.Y.Z  Node put into the rootfs (default: the version in .node-version)
 #         DEBIAN_MIRROR=URL   override the mirror otherwise read from apt's configuration
+#         OSSFS_DEB=FILE      also install this ossfs package (Alibaba's .deb for Debian 12, with
+#                             its dependencies from the mirror); the plugin then mounts OSS
+#                             volumes with ossfs instead of s3fs
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +96,10 @@ trap 'exit 143' TERM
 [[ $(id -u) == 0 ]] || die "run as root (debootstrap, chroot and device nodes in the rootfs need it)"
 command -v npm >/dev/null || die "npm is needed on the build host (for the app and the Node binary)"
 [[ -f $REPO/config.json && -f $REPO/package-lock.json ]] || die "$REPO does not look like the ossnas repo"
+if [[ -n ${OSSFS_DEB:-} ]]; then
+  OSSFS_DEB=$(realpath -e -- "$OSSFS_DEB" 2>/dev/null) || die "OSSFS_DEB: no such file"
+  [[ $(dpkg-deb -f "$OSSFS_DEB" Package 2>/dev/null) == ossfs ]] || die "OSSFS_DEB: $OSSFS_DEB is not a Debian package named ossfs"
+fi
 NODE_PKG=$(node_package) || die "no Node package known for $(uname -m)"
 mkdir -p "$CACHE"
 
@@ -220,6 +227,25 @@ chown -R 0:0 "$NEW/rootfs/app"
 # Mount points and directories the app and config.json expect (config.json's mounts need their
 # destinations to exist; the socket dir is where dockerd looks for ossnas.sock).
 mkdir -p "$NEW"/rootfs/{run/docker/plugins,mnt/volumes,var/lib/ossnas,etc/ossnas/credentials,run/ossnas}
+
+if [[ -n ${OSSFS_DEB:-} ]]; then
+  phase "ossfs ($(dpkg-deb -f "$OSSFS_DEB" Version))"
+  # Into the copy, never the cached base: a build without OSSFS_DEB must not get it. The base
+  # keeps no package lists or sources (shrink, above), so apt gets both for this install only.
+  ROOT=$NEW/rootfs
+  MIRROR=$(debian_mirror) || die "found no '$SUITE' archive in apt's sources; set DEBIAN_MIRROR=URL"
+  cp -- "$OSSFS_DEB" "$ROOT/tmp/ossfs.deb"
+  cp -- "$ROOT/etc/apt/sources.list" "$ROOT/tmp/sources.list.shipped"
+  printf 'deb %s %s main\n' "$MIRROR" "$SUITE" >"$ROOT/etc/apt/sources.list"
+  printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"; chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+  chroot "$ROOT" "${CHROOT_ENV[@]}" apt-get update -qq
+  chroot "$ROOT" "${CHROOT_ENV[@]}" apt-get install -y --no-install-recommends /tmp/ossfs.deb
+  chroot "$ROOT" "${CHROOT_ENV[@]}" apt-get clean
+  mv -- "$ROOT/tmp/sources.list.shipped" "$ROOT/etc/apt/sources.list"
+  rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/tmp/ossfs.deb "$ROOT/usr/sbin/policy-rc.d"
+  # The plugin picks ossfs when it finds it on this PATH (src/backends/oss/index.ts).
+  chroot "$ROOT" "${CHROOT_ENV[@]}" sh -c 'command -v ossfs' >/dev/null || die "the ossfs package put no ossfs command on the PATH"
+fi
 # Fail here rather than at `docker plugin create` if config.json is not valid JSON.
 node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$REPO/config.json" \
   || die "config.json is not valid JSON"

@@ -106,33 +106,47 @@ export function buildPlugin(): Promise<string> {
     const cache = path.join(REPO_ROOT, '.cache');
     await mkdir(cache, { recursive: true });
     for (const e of readdirSync(cache)) {
-      const m = new RegExp(`^${BUNDLE_PREFIX}(\\d+)(\\.tmp|\\.old)?$`).exec(e);
+      const m = new RegExp(`^${BUNDLE_PREFIX}(?:[a-z]+-)?(\\d+)(\\.tmp|\\.old)?$`).exec(e);
       if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) {
         await rm(path.join(cache, e), { recursive: true, force: true });
       }
     }
-    const out = path.join(cache, `${BUNDLE_PREFIX}${process.pid}`);
-    process.once('exit', () => {
-      for (const d of [out, `${out}.tmp`, `${out}.old`]) rmSync(d, { recursive: true, force: true });
-    });
     const t0 = performance.now();
-    const r = await execa('bash', [path.join(REPO_ROOT, 'rootfs.build.sh')], {
-      cwd: REPO_ROOT,
-      env: { OUT: out },
-      all: true,
-      reject: false,
-      timeout: 900_000,
-    });
+    const out = await buildBundle('', {});
     timings['plugin build'] = performance.now() - t0;
-    if (r.exitCode !== 0) {
-      throw new Error(`rootfs.build.sh failed (exit ${r.exitCode}):\n${(r.all ?? '').split('\n').slice(-40).join('\n')}`);
-    }
-    if (!existsSync(path.join(out, 'config.json')) || !existsSync(path.join(out, 'rootfs'))) {
-      throw new Error(`rootfs.build.sh succeeded but ${out} has no config.json + rootfs/`);
-    }
     return out;
   })();
   return built;
+}
+
+/**
+ * A bundle built with rootfs.build.sh's optional inputs (e.g. { OSSFS_DEB: file }), at
+ * .cache/e2e-plugin-FLAVOUR-<pid>, removed when the process exits like buildPlugin()'s.
+ */
+export async function buildPluginWith(flavour: string, env: Record<string, string>): Promise<string> {
+  await buildPlugin(); // sweeps dead processes' bundles, and warms the cached base
+  return buildBundle(`${flavour}-`, env);
+}
+
+async function buildBundle(flavour: string, env: Record<string, string>): Promise<string> {
+  const out = path.join(REPO_ROOT, '.cache', `${BUNDLE_PREFIX}${flavour}${process.pid}`);
+  process.once('exit', () => {
+    for (const d of [out, `${out}.tmp`, `${out}.old`]) rmSync(d, { recursive: true, force: true });
+  });
+  const r = await execa('bash', [path.join(REPO_ROOT, 'rootfs.build.sh')], {
+    cwd: REPO_ROOT,
+    env: { ...env, OUT: out },
+    all: true,
+    reject: false,
+    timeout: 900_000,
+  });
+  if (r.exitCode !== 0) {
+    throw new Error(`rootfs.build.sh failed (exit ${r.exitCode}):\n${(r.all ?? '').split('\n').slice(-40).join('\n')}`);
+  }
+  if (!existsSync(path.join(out, 'config.json')) || !existsSync(path.join(out, 'rootfs'))) {
+    throw new Error(`rootfs.build.sh succeeded but ${out} has no config.json + rootfs/`);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ export interface E2eSetup {
   cleanup(): Promise<void>;
 }
 
-export async function setUpPlugin(name: string, opts: { buckets?: string[]; env?: Record<string, string> } = {}): Promise<E2eSetup> {
+export async function setUpPlugin(name: string, opts: { buckets?: string[]; env?: Record<string, string>; bundle?: string } = {}): Promise<E2eSetup> {
   await requireDocker();
   await ensureBusyboxImage();
   const undo: Array<() => Promise<unknown>> = [];
@@ -39,7 +39,7 @@ export async function setUpPlugin(name: string, opts: { buckets?: string[]; env?
     const creds = await tempDir(`${name}-creds-`);
     undo.push(state.cleanup, creds.cleanup);
     await writeFile(path.join(creds.dir, LOCAL_PROFILE), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
-    const plugin = await installPlugin(name, { stateDir: state.dir, credentialsDir: creds.dir, env: opts.env });
+    const plugin = await installPlugin(name, { stateDir: state.dir, credentialsDir: creds.dir, env: opts.env, bundle: opts.bundle });
     undo.push(() => plugin.cleanup());
     return { plugin, s3, stateDir: state.dir, credentialsDir: creds.dir, cleanup };
   } catch (err) {
