@@ -24,12 +24,14 @@ import {
   waitFor,
 } from '../helpers/docker.js';
 import { freePort, rootSkipReason, tempDir } from '../helpers/env.js';
+import { REPO_ROOT } from '../helpers/plugin-process.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 const ALIAS = 'ossnas-reg';
 const BUCKET = 'reg-bucket';
 const PROFILE = 'reg-profile';
+const RELEASED = 'ossnas-released';
 
 interface Registry {
   host: string;
@@ -133,7 +135,7 @@ describe('ossnas distributed through a registry', { skip: rootSkipReason(), time
   after(async () => {
     const errors: unknown[] = [];
     // Plugins first (the installed one holds mounts of the S3 server), then the rest.
-    for (const name of [ALIAS, ref].filter(Boolean)) {
+    for (const name of [ALIAS, RELEASED, ref].filter(Boolean)) {
       const problems = await removePlugin(name).catch((e: unknown) => [String(e)]);
       if (problems.length) errors.push(new Error(`removing plugin ${name}: ${problems.join('; ')}`));
     }
@@ -277,5 +279,91 @@ describe('ossnas distributed through a registry', { skip: rootSkipReason(), time
     await docker(['rm', '-f', ...holders]);
     assert.equal(await s3.getObject(BUCKET, 'upgrade/across.txt'), 'across-upgrade\n', 'the write made across the upgrade reached the bucket');
     for (const vol of [oss, disk]) await docker(['volume', 'rm', vol]);
+  });
+
+  it('scripts/release.sh pushes VERSION, <arch>-VERSION and latest as one plugin, refuses what it must, and the release installs', async (t) => {
+    // A clean clone of this commit: the script refuses a dirty tree, and a developer's tree may be.
+    const clone = await tempDir('ossnas-e2e-release-');
+    cleanups.push(clone.cleanup);
+    const src = path.join(clone.dir, 'src');
+    await execa('git', ['clone', '-q', REPO_ROOT, src]);
+    const version = (JSON.parse(await readFile(path.join(src, 'package.json'), 'utf8')) as { version: string }).version;
+    const arch = ({ x64: 'amd64', arm64: 'arm64' } as Record<string, string>)[process.arch];
+    assert.ok(arch, `no release arch for ${process.arch}`);
+    // The CI-built rootfs (hard links) plus a file: dockerd refuses to create a plugin from a
+    // rootfs layer it already holds, and the tests above hold this bundle's. A real release
+    // builds a fresh bundle (rootfs.build.sh), which is tested everywhere else.
+    const bundleCopy = path.join(clone.dir, 'bundle');
+    await execa('mkdir', [bundleCopy]);
+    await execa('cp', ['-al', path.join(bundle, 'rootfs'), path.join(bundleCopy, 'rootfs')]);
+    await execa('cp', [path.join(bundle, 'config.json'), bundleCopy]);
+    await writeFile(path.join(bundleCopy, 'rootfs', 'app', 'RELEASE'), `${version}\n`);
+    const repo = `${registry!.host}/ossnas/release`;
+    const release = (args: string[]) =>
+      execa('bash', [path.join(src, 'scripts/release.sh'), ...args], { cwd: clone.dir, env: { BUNDLE: bundleCopy }, reject: false, all: true, timeout: 600_000 });
+    const tags = async () => {
+      const res = await fetch(`http://${registry!.host}/v2/ossnas/release/tags/list`);
+      return res.status === 404 ? [] : (((await res.json()) as { tags?: string[] }).tags ?? []).sort();
+    };
+
+    // Refusals, each before anything is pushed, each naming what was wrong.
+    for (const [args, message, setup] of [
+      [['1.0', repo], /must be semantic.*'1\.0'/, undefined],
+      [['99.0.0', repo], /package\.json says version .*not 99\.0\.0/, undefined],
+      [[version, 'no-registry'], /REPO must be REGISTRY\/PATH/, undefined],
+      [[version, repo], /uncommitted changes/, () => writeFile(path.join(src, 'stray.txt'), 'x\n')],
+    ] as const) {
+      await setup?.();
+      const r = await release([...args]);
+      assert.notEqual(r.exitCode, 0, `release ${args.join(' ')} must fail`);
+      assert.match(String(r.all), message);
+    }
+    assert.deepEqual(await tags(), [], 'a refused release pushed nothing');
+    await execa('rm', [path.join(src, 'stray.txt')]);
+
+    const t0 = performance.now();
+    const r = await release([version, repo]);
+    assert.equal(r.exitCode, 0, String(r.all));
+    t.diagnostic(`release.sh with a built bundle: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    // It prints each reference with its digest: three lines, one plugin.
+    const printed = String(r.stdout).trim().split('\n').map((l) => l.split(' '));
+    assert.deepEqual(printed.map(([reference]) => reference), [`${repo}:${version}`, `${repo}:${arch}-${version}`, `${repo}:latest`]);
+    const digests = new Set(printed.map(([, digest]) => digest));
+    assert.equal(digests.size, 1, `one digest for all three tags: ${String(r.stdout)}`);
+    const [digest] = digests;
+    assert.match(String(digest), /^sha256:[0-9a-f]{64}$/);
+    assert.deepEqual(await tags(), [version, `${arch}-${version}`, 'latest'].sort());
+    for (const tag of [version, `${arch}-${version}`, 'latest']) {
+      const head = await fetch(`http://${registry!.host}/v2/ossnas/release/manifests/${tag}`, {
+        method: 'HEAD',
+        headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json' },
+      });
+      assert.equal(head.headers.get('docker-content-digest'), digest, `the registry's digest of ${tag}`);
+    }
+    assert.equal((await dockerResult(['plugin', 'inspect', `${repo}:${version}`])).exitCode, 1, 'the script leaves no local copy behind');
+
+    // The same version again is refused: a release is never pushed over.
+    const again = await release([version, repo]);
+    assert.notEqual(again.exitCode, 0);
+    assert.match(String(again.all), new RegExp(`${version.replace(/\./g, '\\.')} exists already`));
+
+    // An operator's install of the release, by its version tag, serves a volume.
+    // A state directory of its own: two plugins never share one.
+    const releasedState = await tempDir('ossnas-e2e-released-state-');
+    cleanups.push(releasedState.cleanup);
+    await docker(['plugin', 'install', '--alias', RELEASED, '--grant-all-permissions', `${repo}:${version}`,
+      `state.source=${releasedState.dir}`, `credentials.source=${credentialsDir}`], { timeout: 300_000 });
+    const vol = `ossnas-rel-${process.pid}`;
+    t.after(() => dockerResult(['volume', 'rm', '-f', vol]));
+    await docker(['volume', 'create', '-d', RELEASED, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
+      '-o', `credentials=${PROFILE}`, '-o', 'path=/release', vol]);
+    const run = await dockerResult(['run', '--rm', '--label', `${CONTAINER_LABEL}=${RELEASED}`,
+      '--mount', `type=volume,src=${vol},dst=/data,volume-driver=${RELEASED}`, TEST_IMAGE,
+      'sh', '-c', 'echo released > /data/r.txt && cat /data/r.txt'], { timeout: 120_000 });
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.equal(await s3.getObject(BUCKET, 'release/r.txt'), 'released\n');
+    const { id } = await pluginInfo(RELEASED);
+    assert.equal((await readFile(`/proc/${await pluginPid(id)}/root/app/RELEASE`, 'utf8')).trim(), version, 'the plugin runs the released rootfs');
+    await docker(['volume', 'rm', vol]);
   });
 });
