@@ -189,7 +189,7 @@ async function main(): Promise<void> {
     `  one client as dockerd talks (keep-alive, POST, JSON); ${reads} calls per Get/Path phase; ` +
       `volumes ${launchers.map((l) => `${l.name}: ${Object.entries(l.createOpts).map(([k, v]) => `${k}=${v}`).join(',')}`).join('; ')}`,
     '  durability of an acknowledged Create/Remove: ossnas fsyncs its state file and directory; rclone 1.60 rewrites',
-    '  its state file in place without fsync; the floor keeps nothing (bench/README.md)',
+    '  its state file in place without fsync; the floor keeps nothing (docs/development.md)',
     `  time ${((Date.now() - started.getTime()) / 1000).toFixed(0)} s`,
   ];
   process.stdout.write(`${header.join('\n')}\n\n${tables.join('\n\n')}\n`);

@@ -2,7 +2,7 @@
 # Makes a tiny local image NAME (default ossnas/busybox) from Debian's busybox-static, since no
 # image can be pulled here. Such an image has no `true`: use `sh -c :`. It deliberately has no
 # /data: where an image has the destination directory, Docker copies it into an empty volume and
-# sets the volume root's owner and mode, which an s3fs bucket root refuses (see README).
+# sets the volume root's owner and mode, which an s3fs bucket root refuses (see docs/troubleshooting.md, failed to chmod).
 set -euo pipefail
 name=${1:-ossnas/busybox:1}
 if docker image inspect "$name" >/dev/null 2>&1; then exit 0; fi

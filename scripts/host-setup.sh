@@ -11,18 +11,48 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# docker.io: the engine (Debian's, since no container registry is reachable);
+# docker.io: the engine (Debian's, since no container registry is reachable), only when the
+# machine has no Docker at all (see below);
 # s3fs + fuse3: the FUSE client the integration tests drive directly;
 # debootstrap: builds the plugin rootfs; docker-registry: distribution tests;
 # busybox-static: the one-binary image test containers run;
 # qemu-system-x86: the guest kernel with NFS that the NAS tests run in (scripts/nfs-guest.sh;
 # this machine's kernel has no NFS), which also fetches its kernel package with apt-get download;
 # rclone: `rclone serve docker`, the plugin the benchmarks (bench/) measure ossnas against.
-packages=(docker.io s3fs fuse3 util-linux e2fsprogs xfsprogs debootstrap docker-registry busybox-static ca-certificates curl
+packages=(s3fs fuse3 util-linux e2fsprogs xfsprogs debootstrap docker-registry busybox-static ca-certificates curl
           qemu-system-x86 rclone)
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# A Docker that is already here, whoever installed it, is used as it is: Docker CE (docker-ce,
+# containerd.io) and Debian's docker.io conflict, so installing docker.io next to it would fail
+# or replace it. "Already here": Debian's docker.io, a Docker CE or Moby package (docker-ce,
+# docker-ce-cli, containerd.io, moby-engine), a dockerd or docker binary on PATH, or a daemon
+# answering on /var/run/docker.sock.
+docker_found=
+if installed docker.io; then
+  docker_found="Debian's docker.io"
+else
+  for p in docker-ce docker-ce-cli containerd.io moby-engine; do
+    if installed "$p"; then docker_found="the $p package"; break; fi
+  done
+  for b in dockerd docker; do
+    if [ -z "$docker_found" ] && command -v "$b" >/dev/null 2>&1; then docker_found="$(command -v "$b")"; fi
+  done
+  if [ -z "$docker_found" ] && [ -S /var/run/docker.sock ] && command -v curl >/dev/null 2>&1 \
+     && curl -fsS --max-time 5 --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; then
+    docker_found="the daemon answering on /var/run/docker.sock"
+  fi
+fi
+if [ -n "$docker_found" ]; then
+  [ "$docker_found" = "Debian's docker.io" ] || echo "host-setup: using the Docker already installed ($docker_found); docker.io is not installed"
+else
+  packages=(docker.io "${packages[@]}")
+fi
+
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "host-setup: installing ${missing[*]}"
@@ -53,15 +83,40 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund >/dev/null
 fi
 
-# A Docker engine. None runs on a fresh machine of this kind: start Debian's in the background.
+# The docker CLI: docker.io brings it; another Docker needs its own (docker-ce-cli).
+if ! command -v docker >/dev/null 2>&1; then
+  echo "host-setup: a Docker engine is installed ($docker_found) but the docker command is not on PATH;" \
+       "install its CLI (for Docker CE: apt-get install docker-ce-cli) and run this again" >&2
+  exit 1
+fi
+
+# A Docker engine that answers. None runs on a fresh machine of this kind: start Debian's dockerd
+# in the background, its output in .cache/dockerd.log. A Docker that was here before (Docker CE)
+# is started as its systemd unit when it has one, else its dockerd the same way.
 if ! docker version >/dev/null 2>&1; then
   mkdir -p .cache
-  echo "host-setup: starting dockerd (log: $repo/.cache/dockerd.log)"
-  setsid nohup dockerd --host unix:///var/run/docker.sock >.cache/dockerd.log 2>&1 </dev/null &
+  if [ -n "$docker_found" ] && [ "$docker_found" != "Debian's docker.io" ] && [ -d /run/systemd/system ] \
+     && systemctl cat docker.service >/dev/null 2>&1; then
+    echo "host-setup: starting docker.service (systemctl start docker)"
+    systemctl start docker || true
+  elif command -v dockerd >/dev/null 2>&1; then
+    echo "host-setup: starting dockerd (log: $repo/.cache/dockerd.log)"
+    setsid nohup dockerd --host unix:///var/run/docker.sock >.cache/dockerd.log 2>&1 </dev/null &
+  else
+    echo "host-setup: Docker is installed ($docker_found) but no daemon answers on /var/run/docker.sock," \
+         "there is no dockerd on PATH and no docker.service to start; start your Docker engine and run this again" >&2
+    exit 1
+  fi
   for _ in $(seq 1 60); do
     docker version >/dev/null 2>&1 && break
     sleep 0.5
   done
-  docker version >/dev/null 2>&1 || { echo "host-setup: dockerd did not start; see .cache/dockerd.log" >&2; tail -20 .cache/dockerd.log >&2; exit 1; }
+  if ! docker version >/dev/null 2>&1; then
+    echo "host-setup: the Docker engine (${docker_found:-docker.io}) did not start; docker version says:" >&2
+    docker version 2>&1 | tail -3 >&2 || true
+    if [ -f .cache/dockerd.log ]; then echo "host-setup: last lines of $repo/.cache/dockerd.log:" >&2; tail -20 .cache/dockerd.log >&2; fi
+    if [ -d /run/systemd/system ]; then echo "host-setup: see also: systemctl status docker; journalctl -u docker" >&2; fi
+    exit 1
+  fi
 fi
 echo "host-setup: ready (docker $(docker version --format '{{.Server.Version}}'))"

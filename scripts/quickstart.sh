@@ -15,6 +15,14 @@ IMAGE=ossnas/busybox:1
 now() { date +%s.%N; }
 took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 step() { printf '\n== %s\n' "$*"; }
+# PIDs of this quick start's S3 server (node .../s3rver.js -d $S3_DATA ...), from /proc: no procps needed.
+s3rver_pids() {
+  local f argv
+  for f in /proc/[0-9]*/cmdline; do
+    argv=$( { tr '\0' ' ' <"$f"; } 2>/dev/null) || continue
+    case $argv in *"s3rver.js -d $S3_DATA "*) f=${f#/proc/}; echo "${f%/cmdline}" ;; esac
+  done
+}
 
 step "preparing the host (packages, npm dependencies, dockerd)"
 bash scripts/host-setup.sh
@@ -64,9 +72,19 @@ docker run --rm --mount "$mount" "$IMAGE" cat /data/hello.txt
 step "docker volume inspect $VOLUME"
 docker volume inspect "$VOLUME"
 
+s3pids=$(s3rver_pids | tr '\n' ' ')
+s3pids=${s3pids% }
+if [ -n "$s3pids" ]; then
+  s3kill="kill $s3pids"
+else
+  # Not found (another server answers on the port): the command that finds it.
+  s3kill="kill \$(pgrep -f 's3rver.js -d $S3_DATA')"
+fi
+
 cat <<MSG
 
 Done. Try:  docker run --rm -it --mount $mount $IMAGE sh
 Clean up:   docker volume rm $VOLUME; docker plugin disable -f $PLUGIN; docker plugin rm $PLUGIN
-            kill $(pgrep -f 's3rver.js -d $S3_DATA')   (only this S3 server; the demo bucket's data stays in $S3_DATA)
+            $s3kill   (only this S3 server)
+            rm -rf $S3_DATA /etc/ossnas/credentials/demo   (the bucket's data and the demo profile)
 MSG

@@ -253,7 +253,7 @@ describe('ossnas distributed through a registry', { skip: rootSkipReason(), time
     await docker(['plugin', 'disable', '-f', ALIAS]);
     await docker(['plugin', 'upgrade', '--grant-all-permissions', ALIAS], { timeout: 300_000 });
     // Docker starts an upgraded plugin with the new config.json's mount sources, although
-    // inspect still shows the ones set (README, Upgrading): set them again, as operators must.
+    // inspect still shows the ones set (docs/installing.md, Upgrading): set them again, as operators must.
     await docker(['plugin', 'set', ALIAS, `state.source=${stateDir}`, `credentials.source=${credentialsDir}`]);
     await docker(['plugin', 'enable', '--timeout', '120', ALIAS]);
     t.diagnostic(`disable -f + upgrade + enable: ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -340,7 +340,7 @@ describe('swarm services with ossnas volumes', { skip: rootSkipReason(), timeout
     const vol = `${stack}_data`; // compose names a stack's volume <stack>_<name>
     const dir = await tempDir('ossnas-stack-');
     t.after(dir.cleanup);
-    // The README's stack example, with this test's endpoint, profile, image and placement.
+    // The stack example of docs/volumes.md (Swarm services and stacks), with this test's endpoint, profile, image and placement.
     const file = path.join(dir.dir, 'stack.yml');
     await writeFile(file, [
       'version: "3.8"',

@@ -205,7 +205,7 @@ describe('secrets stay out of everything observable', { skip: rootSkipReason(), 
       const st = await stat(file);
       assert.equal(st.mode & 0o077, 0, `${rel} (mode ${octal(st.mode & 0o777)}) holds ${held.join(', ')} and others may read it`);
       assert.equal(st.uid, 0, `${rel} holds a secret and is not root's`);
-      // The credentials directory is the operator's (read-only to the plugin; the README makes
+      // The credentials directory is the operator's (read-only to the plugin; docs/installing.md makes
       // it with a plain mkdir -p): there the file's own mode is what protects the keys.
       if (path.dirname(file) !== plugin.credentialsDir) {
         assert.equal(octal(await mode(path.dirname(file))), '0700', `mode of ${path.dirname(rel)}, which holds ${rel}`);

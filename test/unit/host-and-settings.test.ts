@@ -104,7 +104,7 @@ describe('scrubbing secrets from text', () => {
 });
 
 describe('settings', () => {
-  it('default as the README\'s settings table says', () => {
+  it('default as the settings table of docs/settings.md says', () => {
     const s = loadSettings({});
     assert.equal(s.socket, DEFAULTS.OSSNAS_SOCKET);
     assert.equal(s.stateDir, '/var/lib/ossnas');

@@ -1,4 +1,4 @@
-// The `type=disk` option table (README, "Disk volumes"), as a schema.
+// The `type=disk` option table (docs/volumes.md, "Disk volumes"), as a schema.
 import { z } from 'zod';
 import { canonicalizeKeys, describeIssues, OptionsError, parseBoolean } from '../options.js';
 import { PROFILE_NAME, PROFILE_NAME_RULE } from '../profiles.js';

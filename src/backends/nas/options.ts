@@ -1,4 +1,4 @@
-// The `type=nas` option table (README, "NAS volumes"), as a schema, and the NFS mount options users may
+// The `type=nas` option table (docs/volumes.md, "NAS volumes (NFS)"), as a schema, and the NFS mount options users may
 // write. Values are normalised so that one volume written two ways compares equal.
 import { isIP } from 'node:net';
 import { z } from 'zod';

@@ -9,7 +9,7 @@ export type { Credentials } from '../profiles.js';
 
 /**
  * The RAM role's current STS triple, from the metadata service (OSSNAS_METADATA_URL). The FUSE
- * client keeps the triple it starts with: see the README on what that allows.
+ * client keeps the triple it starts with: see docs/volumes.md, "The instance's RAM role", on what that allows.
  */
 export async function roleCredentials(settings: Settings, timeoutMs: number): Promise<Credentials> {
   const c = await cloudAccess(settings.cloud, settings.credentialsDir).ramRole.fresh(timeoutMs);

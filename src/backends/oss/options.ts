@@ -1,4 +1,4 @@
-// The `type=oss` option table (README, "OSS / S3 volumes"), as a schema. Values are normalised so that the same
+// The `type=oss` option table (docs/volumes.md, "OSS / S3 volumes"), as a schema. Values are normalised so that the same
 // volume written two ways compares equal (idempotent Create).
 import { z } from 'zod';
 import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, parsedString, subPathOption } from '../options.js';
