@@ -64,8 +64,8 @@ fi
 [ -e /dev/fuse ] || modprobe fuse || true
 
 # The project's Node (.node-version), the same binary the rootfs ships, at .cache/node/bin/node:
-# test/run.sh puts it first on PATH, so the host-process tests run what the plugin runs. The
-
+# test/run.sh puts it first on PATH, so the host-process tests run what the plugin runs (and so
+# does npm from here on).
 # shellcheck source=scripts/lib/node.sh
 REPO=$repo; source scripts/lib/node.sh
 node_v=$(node_version)
