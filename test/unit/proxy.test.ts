@@ -2,9 +2,12 @@
 // clients do is the oracle: our probe and the ECS API must take the same route), and the proxy
 // settings as loadSettings reads and refuses them.
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { describe, it } from 'node:test';
+import { probeThroughProxy } from '../../src/host/net.js';
 import { bypassesProxy, clientProxyEnv, effectiveNoProxy, parseNoProxy, proxyAuthorization, proxyFor, proxySecrets } from '../../src/proxy.js';
 import { loadSettings, SettingsError } from '../../src/settings.js';
+import { startForwardProxy } from '../helpers/forward-proxy.js';
 
 const BASE = { OSSNAS_SOCKET: '/run/x.sock' };
 
@@ -114,5 +117,41 @@ describe('proxy settings', () => {
     assert.ok(!secrets.includes('user'), 'a user name alone would blank ordinary words');
     assert.equal(proxyAuthorization(s.proxy.http!), `Basic ${Buffer.from('user:p@ss-word').toString('base64')}`);
     assert.equal(s.proxy.http!.display, 'http://proxy:3128');
+  });
+});
+
+describe('the endpoint probe through a proxy', () => {
+  it('asks the proxy for the endpoint (CONNECT for https, an absolute URI for http) and names the proxy when it fails', async () => {
+    const endpoint = createServer((s) => s.end());
+    await new Promise<void>((r) => endpoint.listen(0, '127.0.0.1', r));
+    const port = (endpoint.address() as { port: number }).port;
+    const proxy = await startForwardProxy({ hostMap: { 'oss.proxied.invalid': '127.0.0.1' }, credentials: 'u:Probe-Pass-1' });
+    const name = `proxy ${proxy.url} (from HTTPS_PROXY)`;
+    const via = (authorization?: string) => ({ host: '127.0.0.1', port: proxy.port, name, ...(authorization && { authorization }) });
+    const good = `Basic ${Buffer.from('u:Probe-Pass-1').toString('base64')}`;
+    const refusal = (p: Promise<void>) => p.then(() => 'resolved', (e: Error) => e.message);
+    try {
+      await probeThroughProxy(via(good), { host: `oss.proxied.invalid:${port}`, https: true }, 10_000);
+      assert.deepEqual(proxy.log.map((x) => [x.method, x.url, x.authorized]), [['CONNECT', `oss.proxied.invalid:${port}`, true]]);
+
+      // http: an absolute URI; any answer of the endpoint's counts, the proxy's 502 does not.
+      endpoint.close();
+      assert.equal(
+        await refusal(probeThroughProxy(via(good), { host: `oss.proxied.invalid:${port}`, https: false }, 10_000)),
+        `${name} answered a request for http://oss.proxied.invalid:${port}/ with 502 Bad Gateway: the proxy cannot reach the endpoint or does not allow it`,
+      );
+      assert.equal(
+        await refusal(probeThroughProxy(via(good), { host: `oss.proxied.invalid:${port}`, https: true }, 10_000)),
+        `${name} answered CONNECT oss.proxied.invalid:${port} with 502 Bad Gateway: the proxy cannot reach the endpoint or does not allow it`,
+      );
+      assert.match(await refusal(probeThroughProxy(via(), { host: `oss.proxied.invalid:${port}`, https: true }, 10_000)), new RegExp(`^${name.replace(/[().]/g, '\\$&')} refused CONNECT .*: 407 Proxy Authentication Required \\(it wants credentials`));
+    } finally {
+      await proxy.close();
+      endpoint.close();
+    }
+    assert.equal(
+      await refusal(probeThroughProxy(via(good), { host: 'oss.proxied.invalid:443', https: true }, 10_000)),
+      `${name} cannot be reached: 127.0.0.1 port ${proxy.port} refused the connection`,
+    );
   });
 });
