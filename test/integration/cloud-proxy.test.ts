@@ -4,9 +4,12 @@
 // proxy, and a cloud disk volume created, attached, mounted and detached that way. Needs root
 // (loop devices).
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { execa } from 'execa';
 import { EcsCloud, type SimInstance } from '../helpers/ecs-cloud.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
 import { startForwardProxy, type ForwardProxy } from '../helpers/forward-proxy.js';
@@ -68,6 +71,45 @@ describe('the ECS API through an HTTP proxy, the metadata service directly', { s
     // The instance's identity and its role's keys came from the metadata service, directly.
     assert.deepEqual(proxy.log.filter((x) => x.target !== `${ECS_HOST}:${new URL(cloud.endpoint).port}`), []);
     assert.ok(cloud.requests.every((x) => x.securityToken), 'the calls were signed with the RAM role keys from the metadata service');
+  });
+
+  it('reaches an https API through HTTPS_PROXY by CONNECT', async () => {
+    // A TLS front for the API with a certificate for the made-up name, trusted through NODE_EXTRA_CA_CERTS.
+    const dir = path.join(host.dir, 'tls');
+    await mkdir(dir, { recursive: true });
+    const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+    await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${ECS_HOST}`, '-addext', `subjectAltName=DNS:${ECS_HOST}`]);
+    const front = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, (req, res) => {
+      const up = httpRequest({ host: '127.0.0.1', port: Number(new URL(cloud.endpoint).port), method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    const frontPort = (front.address() as { port: number }).port;
+    const tlsHost = await startPlugin(path.join(dir, 'host'), {
+      OSSNAS_METADATA_URL: inst.metadataUrl,
+      OSSNAS_ECS_ENDPOINT: `https://${ECS_HOST}:${frontPort}`,
+      OSSNAS_DEVICE_BY_ID_DIR: inst.byIdDir,
+      HTTPS_PROXY: proxy.url, // and no HTTP_PROXY: an https endpoint takes this one
+      NODE_EXTRA_CA_CERTS: cert,
+    });
+    try {
+      const [logBefore, apiBefore] = [proxy.log.length, cloud.requests.length];
+      // Refused for a reason only the API can give: DescribeDisks was answered.
+      const r = await tlsHost.client.call('VolumeDriver.Create', { Name: 'nope', Opts: { type: 'disk', diskId: 'd-nosuchdisk0000000000' } });
+      assert.match(String(r.json.Err), /disk d-nosuchdisk0000000000 does not exist in region cn-hangzhou/, tlsHost.output());
+      assert.deepEqual(cloud.requests.slice(apiBefore).map((x) => x.action), ['DescribeDisks']);
+      const tunnels = proxy.log.slice(logBefore);
+      assert.ok(tunnels.length >= 1, 'no request reached the proxy');
+      assert.deepEqual(tunnels.filter((x) => x.method !== 'CONNECT' || x.url !== `${ECS_HOST}:${frontPort}`), [], JSON.stringify(tunnels));
+    } finally {
+      await finishPlugin(tlsHost);
+      front.closeAllConnections();
+      front.close();
+    }
   });
 
   it('with the proxy gone, the calls fail naming the proxy, and nothing is attached', async () => {
