@@ -13,7 +13,7 @@
 import { BlockList, isIP } from 'node:net';
 
 /** A proxy from the settings. */
-export interface Proxy {
+export interface OutboundProxy {
   /** http://[user:password@]host:port, as the operator gave it (credentials included): for the FUSE clients and the agents only. */
   url: string;
   /** http://host:port, no credentials: the form every message uses. */
@@ -24,9 +24,9 @@ export interface Proxy {
 
 export interface ProxySettings {
   /** For http:// endpoints. */
-  http?: Proxy;
+  http?: OutboundProxy;
   /** For https:// endpoints (curl does not fall back to the http one, nor do we). */
-  https?: Proxy;
+  https?: OutboundProxy;
   /** The NO_PROXY entries in force: the operator's, then ALWAYS_DIRECT and the metadata service's host. */
   noProxy: string[];
 }
@@ -45,7 +45,7 @@ export class ProxySettingError extends Error {}
  * A proxy setting's value: http://[user:password@]host:port (a value with no scheme means http://,
  * as curl reads it). The port is required: curl assumes 1080 where a URL parser assumes 80.
  */
-export function parseProxyUrl(name: string, value: string): Proxy {
+export function parseProxyUrl(name: string, value: string): OutboundProxy {
   const v = value.trim();
   const shape = `${name} must be http://[user:password@]host:port (e.g. http://proxy.example.com:3128)`;
   let u: URL;
@@ -127,7 +127,7 @@ export function bypassesProxy(host: string, noProxy: readonly string[]): boolean
 }
 
 /** The proxy a request to `url` goes through, or undefined: direct. */
-export function proxyFor(url: string, settings: ProxySettings | undefined): Proxy | undefined {
+export function proxyFor(url: string, settings: ProxySettings | undefined): OutboundProxy | undefined {
   if (!settings) return undefined;
   const u = new URL(url);
   const proxy = u.protocol === 'https:' ? settings.https : u.protocol === 'http:' ? settings.http : undefined;
@@ -172,7 +172,7 @@ export function proxySecrets(settings: ProxySettings | undefined): string[] {
 }
 
 /** The Proxy-Authorization header value for a proxy URL with credentials, or undefined. */
-export function proxyAuthorization(proxy: Proxy): string | undefined {
+export function proxyAuthorization(proxy: OutboundProxy): string | undefined {
   const u = new URL(proxy.url);
   if (!u.username && !u.password) return undefined;
   const dec = (s: string) => {
@@ -186,6 +186,6 @@ export function proxyAuthorization(proxy: Proxy): string | undefined {
 }
 
 /** How a message names the proxy a request went through: "proxy http://p:3128 (from HTTPS_PROXY)". */
-export function describeProxy(proxy: Proxy): string {
+export function describeProxy(proxy: OutboundProxy): string {
   return `proxy ${proxy.display} (from ${proxy.from})`;
 }

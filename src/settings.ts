@@ -4,7 +4,7 @@
 // old Settings.Env and never adds variables that a newer config.json introduces.
 import path from 'node:path';
 import { normalizeEndpoint } from './endpoint.js';
-import { effectiveNoProxy, parseNoProxy, parseProxyUrl, ProxySettingError, type Proxy, type ProxySettings } from './proxy.js';
+import { effectiveNoProxy, parseNoProxy, parseProxyUrl, ProxySettingError, type OutboundProxy, type ProxySettings } from './proxy.js';
 
 export type HostPid = 'auto' | number;
 
@@ -131,7 +131,7 @@ function proxySettings(env: NodeJS.ProcessEnv, metadataUrl: string): ProxySettin
     return undefined;
   };
   try {
-    const proxy = (name: 'HTTP_PROXY' | 'HTTPS_PROXY'): Proxy | undefined => {
+    const proxy = (name: 'HTTP_PROXY' | 'HTTPS_PROXY'): OutboundProxy | undefined => {
       const found = pick(name);
       return found && parseProxyUrl(found[0], found[1]);
     };

@@ -8,7 +8,7 @@
 import type { RoleCredentials } from './metadata.js';
 import type { RamRoleCredentials } from './ram-role.js';
 import type { Credentials } from '../profiles.js';
-import { describeProxy, type Proxy } from '../../proxy.js';
+import { describeProxy, type OutboundProxy } from '../../proxy.js';
 import { withProxy } from './sdk-proxy.js';
 
 export class CloudApiError extends Error {
@@ -74,7 +74,7 @@ export class EcsApi {
     readonly regionId: string,
     private readonly credentials: ApiCredentials,
     /** The proxy the API is reached through (HTTPS_PROXY/HTTP_PROXY, unless NO_PROXY covers it). */
-    readonly proxy?: Proxy,
+    readonly proxy?: OutboundProxy,
   ) {}
 
   /** The disk, or undefined when this region has no disk of that ID (DescribeDisks answers an empty list). */
@@ -163,7 +163,7 @@ export class EcsApi {
  * data, the whole answer), a RequestTimeoutError, or a network error with an errno code. Its
  * messages hold the request's query string: ids, never keys (they travel in signed headers).
  */
-export function cloudError(action: string, endpoint: string, err: unknown, timeoutMs: number, proxy?: Proxy): CloudApiError {
+export function cloudError(action: string, endpoint: string, err: unknown, timeoutMs: number, proxy?: OutboundProxy): CloudApiError {
   // A failure to connect is the proxy's when there is one: the endpoint was never tried from here.
   const where = proxy ? `${endpoint} through ${describeProxy(proxy)}` : endpoint;
   const e = err as { name?: string; code?: unknown; statusCode?: number; requestId?: string; data?: { Message?: unknown }; message?: string };

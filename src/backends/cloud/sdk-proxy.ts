@@ -13,7 +13,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Agent } from 'node:http';
 import { createRequire } from 'node:module';
-import type { Proxy } from '../../proxy.js';
+import type { OutboundProxy } from '../../proxy.js';
 
 type Request = (url: string, opts?: Record<string, unknown>) => Promise<unknown>;
 
@@ -38,7 +38,7 @@ function install(): Promise<void> {
 const agents = new Map<string, Agent>();
 
 /** One agent per proxy and scheme, kept: it holds the tunnels' keep-alive connections. */
-async function agentFor(proxy: Proxy, https: boolean): Promise<Agent> {
+async function agentFor(proxy: OutboundProxy, https: boolean): Promise<Agent> {
   const key = `${https ? 'https' : 'http'} ${proxy.url}`;
   let agent = agents.get(key);
   if (!agent) {
@@ -53,7 +53,7 @@ async function agentFor(proxy: Proxy, https: boolean): Promise<Agent> {
 }
 
 /** Runs `fn` (ECS SDK calls to `endpoint`) with its requests sent through `proxy`; without one, as it is. */
-export async function withProxy<T>(proxy: Proxy | undefined, endpoint: string, fn: () => Promise<T>): Promise<T> {
+export async function withProxy<T>(proxy: OutboundProxy | undefined, endpoint: string, fn: () => Promise<T>): Promise<T> {
   if (!proxy) return fn();
   await install();
   const agent = await agentFor(proxy, new URL(endpoint).protocol === 'https:');
