@@ -158,6 +158,8 @@ export function proxySecrets(settings: ProxySettings | undefined): string[] {
     if (!u.username && !u.password) continue;
     out.add(p.url);
     out.add(`${u.username}:${u.password}`);
+    // As libcurl sends them, and prints them with s3fs's -o curldbg: Basic Proxy-Authorization.
+    out.add(proxyAuthorization(p)!.replace(/^Basic /, ''));
     // The user name alone is not scrubbed: a short common one ('proxy') would blank ordinary words.
     if (u.password) {
       out.add(u.password);

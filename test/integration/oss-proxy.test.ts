@@ -134,6 +134,29 @@ describe('OSS volumes through an HTTP proxy', { skip: rootSkipReason(), timeout:
     assert.match(String(r.json.Err), new RegExp(`endpoint ${proxiedUrl()} is not reachable: cannot resolve ${PROXIED_HOST}`));
   });
 
+  it("scrubs the proxy credentials from the client's own output (-o curldbg prints its request headers)", async () => {
+    await call(plugin, 'Create', {
+      Name: 'chatty',
+      Opts: { type: 'oss', bucket: 'bucket-px', url: proxiedUrl(), credentials: 'local', otherOpts: '-o use_path_request_style -o curldbg' },
+    });
+    const r = await call(plugin, 'Mount', { Name: 'chatty', ID: ID(6) });
+    assert.equal(r.status, 200, r.text);
+    const mp = String(r.json.Mountpoint);
+    await writeFile(path.join(mp, 'chatty.txt'), 'x\n');
+    const pid = await fuseClientPid(mp);
+    assert.ok(pid);
+    // Its death is reported with the tail of what it printed.
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; !/"volume":"chatty","reason":"mount lost: s3fs was killed by SIGKILL/.test(plugin.output()); i++) {
+      if (i > 600) assert.fail(`no 'mount lost' line: ${plugin.output().slice(-3000)}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const line = plugin.output().split('\n').find((l) => l.includes('"volume":"chatty","reason":"mount lost'))!;
+    assert.match(line, /Proxy-Authorization: Basic \[redacted\]/i, `the client printed no proxy credentials, so this proves nothing: ${line}`);
+    for (const secret of [PROXY_PASSWORD, Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')]) assert.ok(!line.includes(secret), line);
+    await call(plugin, 'Unmount', { Name: 'chatty', ID: ID(6) });
+  });
+
   it('with the proxy gone, Mount fails naming the proxy, and leaves nothing mounted or running', async () => {
     await proxy.close();
     const r = await call(plugin, 'Mount', { Name: 'px', ID: ID(5) });

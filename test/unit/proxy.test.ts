@@ -113,7 +113,8 @@ describe('proxy settings', () => {
     });
     assert.deepEqual(clientProxyEnv(loadSettings(BASE).proxy), {});
     const secrets = proxySecrets(s.proxy);
-    for (const v of ['p%40ss-word', 'p@ss-word', 'user:p%40ss-word', 'http://user:p%40ss-word@proxy:3128']) assert.ok(secrets.includes(v), v);
+    const basic = Buffer.from('user:p@ss-word').toString('base64');
+    for (const v of ['p%40ss-word', 'p@ss-word', 'user:p%40ss-word', 'http://user:p%40ss-word@proxy:3128', basic]) assert.ok(secrets.includes(v), v);
     assert.ok(!secrets.includes('user'), 'a user name alone would blank ordinary words');
     assert.equal(proxyAuthorization(s.proxy.http!), `Basic ${Buffer.from('user:p@ss-word').toString('base64')}`);
     assert.equal(s.proxy.http!.display, 'http://proxy:3128');
