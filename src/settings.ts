@@ -4,6 +4,7 @@
 // old Settings.Env and never adds variables that a newer config.json introduces.
 import path from 'node:path';
 import { normalizeEndpoint } from './endpoint.js';
+import { effectiveNoProxy, parseNoProxy, parseProxyUrl, ProxySettingError, type OutboundProxy, type ProxySettings } from './proxy.js';
 
 export type HostPid = 'auto' | number;
 
@@ -38,6 +39,11 @@ export interface Settings {
   metricsAddress?: ListenAddress;
   /** What cloud disk volumes (type=disk diskId=...) need of Alibaba Cloud. */
   cloud: CloudSettings;
+  /**
+   * Outbound proxies for the FUSE clients, the endpoint probe and the ECS API (never the metadata
+   * service): see proxy.ts. Their URLs can hold credentials: never log this object.
+   */
+  proxy: ProxySettings;
 }
 
 export interface CloudSettings {
@@ -75,6 +81,9 @@ export const DEFAULTS = {
   OSSNAS_ECS_ENDPOINT: '',
   OSSNAS_DEVICE_BY_ID_DIR: '/dev/disk/by-id',
   OSSNAS_ECS_CREDENTIALS: '',
+  HTTP_PROXY: '',
+  HTTPS_PROXY: '',
+  NO_PROXY: '',
 } as const;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -106,6 +115,38 @@ function endpoint(name: string, value: string, example: string): string {
 function absolute(name: string, value: string): string {
   if (!path.isAbsolute(value)) throw new SettingsError(`${name} must be an absolute path, got '${value}'`);
   return path.normalize(value).replace(/(.)\/$/, '$1');
+}
+
+/**
+ * HTTP_PROXY, HTTPS_PROXY and NO_PROXY; the lowercase names too (a plain host process may inherit
+ * them from a shell), the uppercase one winning when both are set. Errors never echo a proxy
+ * URL's credentials.
+ */
+function proxySettings(env: NodeJS.ProcessEnv, metadataUrl: string): ProxySettings {
+  const pick = (name: 'HTTP_PROXY' | 'HTTPS_PROXY' | 'NO_PROXY'): [string, string] | undefined => {
+    for (const n of [name, name.toLowerCase()]) {
+      const v = env[n]?.trim();
+      if (v) return [n, v];
+    }
+    return undefined;
+  };
+  try {
+    const proxy = (name: 'HTTP_PROXY' | 'HTTPS_PROXY'): OutboundProxy | undefined => {
+      const found = pick(name);
+      return found && parseProxyUrl(found[0], found[1]);
+    };
+    const http = proxy('HTTP_PROXY');
+    const https = proxy('HTTPS_PROXY');
+    const no = pick('NO_PROXY');
+    return {
+      ...(http && { http }),
+      ...(https && { https }),
+      noProxy: effectiveNoProxy(no ? parseNoProxy(no[0], no[1]) : [], metadataUrl),
+    };
+  } catch (err) {
+    if (err instanceof ProxySettingError) throw new SettingsError(err.message);
+    throw err;
+  }
 }
 
 /** libuv's own bound (MAX_THREADPOOL_SIZE): a larger value is silently cut to it. */
@@ -172,6 +213,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const scope = get('SCOPE').toLowerCase();
   if (scope !== 'local' && scope !== 'global') throw new SettingsError(`SCOPE must be local or global, got '${scope}'`);
 
+  const metadataUrl = endpoint('OSSNAS_METADATA_URL', get('OSSNAS_METADATA_URL'), 'http://100.100.100.200');
   return {
     socket: absolute('OSSNAS_SOCKET', get('OSSNAS_SOCKET')),
     stateDir: absolute('OSSNAS_STATE_DIR', get('OSSNAS_STATE_DIR')),
@@ -190,7 +232,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     scope,
     ...(get('OSSNAS_METRICS_ADDRESS') && { metricsAddress: listenAddress('OSSNAS_METRICS_ADDRESS', get('OSSNAS_METRICS_ADDRESS')) }),
     cloud: {
-      metadataUrl: endpoint('OSSNAS_METADATA_URL', get('OSSNAS_METADATA_URL'), 'http://100.100.100.200'),
+      metadataUrl,
       ...(get('OSSNAS_ECS_ENDPOINT') && {
         ecsEndpoint: endpoint('OSSNAS_ECS_ENDPOINT', get('OSSNAS_ECS_ENDPOINT'), 'ecs-vpc.cn-hangzhou.aliyuncs.com'),
       }),
@@ -198,5 +240,6 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       // A profile name is checked where profiles are read, as a volume's own would be.
       ...(get('OSSNAS_ECS_CREDENTIALS') && { ecsCredentials: get('OSSNAS_ECS_CREDENTIALS') }),
     },
+    proxy: proxySettings(env, metadataUrl),
   };
 }

@@ -27,6 +27,7 @@ export function testSettings(dir: string, overrides: Partial<Settings> = {}): Se
     scope: 'local',
     // Nothing answers there: a test that needs the cloud starts its own control plane (ecs-cloud.ts).
     cloud: { metadataUrl: 'http://127.0.0.1:9', deviceByIdDir: path.join(dir, 'by-id') },
+    proxy: { noProxy: ['localhost', '127.0.0.1', '::1', '100.100.100.200'] },
     ...overrides,
   };
 }

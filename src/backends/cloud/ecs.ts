@@ -8,6 +8,8 @@
 import type { RoleCredentials } from './metadata.js';
 import type { RamRoleCredentials } from './ram-role.js';
 import type { Credentials } from '../profiles.js';
+import { describeProxy, type OutboundProxy } from '../../proxy.js';
+import { withProxy } from './sdk-proxy.js';
 
 export class CloudApiError extends Error {
   constructor(
@@ -71,6 +73,8 @@ export class EcsApi {
     readonly endpoint: string,
     readonly regionId: string,
     private readonly credentials: ApiCredentials,
+    /** The proxy the API is reached through (HTTPS_PROXY/HTTP_PROXY, unless NO_PROXY covers it). */
+    readonly proxy?: OutboundProxy,
   ) {}
 
   /** The disk, or undefined when this region has no disk of that ID (DescribeDisks answers an empty list). */
@@ -119,14 +123,14 @@ export class EcsApi {
     for (let attempt = 0; ; attempt++) {
       const { client, runtime } = await this.client(left());
       try {
-        return await fn(client, runtime);
+        return await withProxy(this.proxy, this.endpoint, () => fn(client, runtime));
       } catch (err) {
         const code = (err as { code?: unknown }).code;
         if (this.credentials.kind === 'ramRole' && attempt === 0 && typeof code === 'string' && code.startsWith('InvalidSecurityToken')) {
           this.credentials.role.forget();
           continue;
         }
-        throw cloudError(action, this.endpoint, err, Math.round(left()));
+        throw cloudError(action, this.endpoint, err, Math.round(left()), this.proxy);
       }
     }
   }
@@ -159,7 +163,9 @@ export class EcsApi {
  * data, the whole answer), a RequestTimeoutError, or a network error with an errno code. Its
  * messages hold the request's query string: ids, never keys (they travel in signed headers).
  */
-export function cloudError(action: string, endpoint: string, err: unknown, timeoutMs: number): CloudApiError {
+export function cloudError(action: string, endpoint: string, err: unknown, timeoutMs: number, proxy?: OutboundProxy): CloudApiError {
+  // A failure to connect is the proxy's when there is one: the endpoint was never tried from here.
+  const where = proxy ? `${endpoint} through ${describeProxy(proxy)}` : endpoint;
   const e = err as { name?: string; code?: unknown; statusCode?: number; requestId?: string; data?: { Message?: unknown }; message?: string };
   if (typeof e.code === 'string' && typeof e.statusCode === 'number') {
     const message = typeof e.data?.Message === 'string' ? e.data.Message : '';
@@ -169,11 +175,11 @@ export function cloudError(action: string, endpoint: string, err: unknown, timeo
     );
   }
   if (e.name === 'RequestTimeoutError' || /timeout/i.test(e.message ?? '')) {
-    return new CloudApiError(`ECS ${action} did not answer within ${timeoutMs} ms (${endpoint})`, undefined);
+    return new CloudApiError(`ECS ${action} did not answer within ${timeoutMs} ms (${where})`, undefined);
   }
   if (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code)) {
-    return new CloudApiError(`ECS ${action} failed: the API at ${endpoint} cannot be reached (${e.code})`, undefined);
+    return new CloudApiError(`ECS ${action} failed: the API at ${where} cannot be reached (${e.code})`, undefined);
   }
   // A body that is not the API's JSON (a proxy's error page), or a fault of ours: said as it is.
-  return new CloudApiError(`ECS ${action} failed: ${e.message ?? String(err)} (${endpoint})`, undefined);
+  return new CloudApiError(`ECS ${action} failed: ${e.message ?? String(err)} (${where})`, undefined);
 }

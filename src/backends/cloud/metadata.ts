@@ -103,6 +103,12 @@ export class MetadataService {
     return value;
   }
 
+  /**
+   * Always direct, never through HTTP_PROXY/HTTPS_PROXY: the service answers on the instance's own
+   * link only, so no proxy could reach it for us (and a forwarded IMDSv2 PUT is refused by design).
+   * Node's global fetch ignores *_PROXY (unless NODE_USE_ENV_PROXY is set, which nothing here does);
+   * its host is in the NO_PROXY in force anyway (see proxy.ts), so the FUSE clients agree.
+   */
   private async fetch(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
     try {
       return await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(Math.max(1, Math.round(timeoutMs))) });

@@ -44,7 +44,7 @@ export class CloudDisks {
   }
 
   private access(ctx: BackendContext): CloudAccess {
-    return cloudAccess(ctx.settings.cloud, ctx.settings.credentialsDir);
+    return cloudAccess(ctx.settings.cloud, ctx.settings.credentialsDir, ctx.settings.proxy);
   }
 
   /** A step's failure, naming the step: the message reaches `docker run`'s output and Status. */

@@ -12,7 +12,7 @@ export type { Credentials } from '../profiles.js';
  * client keeps the triple it starts with: see docs/volumes.md, "The instance's RAM role", on what that allows.
  */
 export async function roleCredentials(settings: Settings, timeoutMs: number): Promise<Credentials> {
-  const c = await cloudAccess(settings.cloud, settings.credentialsDir).ramRole.fresh(timeoutMs);
+  const c = await cloudAccess(settings.cloud, settings.credentialsDir, settings.proxy).ramRole.fresh(timeoutMs);
   return { akId: c.accessKeyId, akSecret: c.accessKeySecret, securityToken: c.securityToken };
 }
 

@@ -6,8 +6,9 @@ import path from 'node:path';
 import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files.js';
 import type { Deadline } from '../../host/deadline.js';
 import { adoptFuseClient, FUSE_STOP_MS, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
-import { probeTcp, resolveHost } from '../../host/net.js';
+import { probeThroughProxy, probeTcp, resolveHost } from '../../host/net.js';
 import { ensureMemoryDir } from '../../host/tmpfs.js';
+import { clientProxyEnv, describeProxy, proxyAuthorization, proxyFor, proxySecrets, type ProxySettings } from '../../proxy.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
 import { clientRuntime } from './client-runtime.js';
@@ -104,17 +105,31 @@ const PROBE_MS = 3000;
 /**
  * A TCP connect to the endpoint first: s3fs retries a refused or silent endpoint until the mount
  * deadline, and then has to be killed; this says what is wrong in at most a few seconds. Its time
- * comes out of the call's deadline, leaving the client time to start.
+ * comes out of the call's deadline, leaving the client time to start. An endpoint behind a proxy
+ * (the client takes the same route: see proxy.ts) is asked of the proxy instead, and an error
+ * names the proxy (s3fs itself would name the endpoint).
  */
-async function requireReachable(url: string, deadline: Deadline): Promise<void> {
+async function requireReachable(url: string, deadline: Deadline, proxies: ProxySettings | undefined): Promise<void> {
   const u = new URL(url);
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
   const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
+  const proxy = proxyFor(url, proxies);
   try {
+    if (proxy) {
+      const p = new URL(proxy.url);
+      const authorization = proxyAuthorization(proxy);
+      await probeThroughProxy(
+        { host: p.hostname, port: Number(p.port), name: describeProxy(proxy), ...(authorization && { authorization }) },
+        { host: `${u.hostname}:${port}`, https: u.protocol === 'https:' },
+        deadline.budget(PROBE_MS * 2, FUSE_STOP_MS),
+      );
+      return;
+    }
     const address = await resolveHost(host, deadline.budget(PROBE_MS, FUSE_STOP_MS));
     await probeTcp(address, port, deadline.budget(PROBE_MS, FUSE_STOP_MS));
   } catch (err) {
-    throw new BackendError(`endpoint ${url} is not reachable: ${(err as Error).message}; check the url option and that this host can reach it`);
+    const check = proxy ? `check ${proxy.from} and NO_PROXY, and that this host can reach the proxy` : 'check the url option and that this host can reach it';
+    throw new BackendError(`endpoint ${url} is not reachable: ${(err as Error).message}; ${check}`);
   }
 }
 
@@ -176,6 +191,8 @@ function hintFor(said: string, spec: OssSpec, settings: Settings): string {
   if (/no enough disk space/i.test(said)) {
     return ` (the filesystem of ${settings.stateDir} has less free space than the client must leave: OSSNAS_FUSE_DISKFREE=${settings.fuseDiskFreeMb} MB, plus about 50 MB)`;
   }
+  const proxy = proxyFor(spec.url, settings.proxy);
+  if (proxy && /unable to connect/i.test(said)) return ` (the client goes through ${describeProxy(proxy)}: check that it reaches the endpoint)`;
   return '';
 }
 
@@ -227,7 +244,7 @@ export class OssBackend implements Backend {
     const old = this.daemons.get(target);
     this.daemons.delete(target);
     old?.stop();
-    await requireReachable(spec.url, deadline);
+    await requireReachable(spec.url, deadline, ctx.settings.proxy);
     const client = await chooseClient();
     const creds = spec.ramRole
       ? await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS, FUSE_STOP_MS)).catch((err: Error) => {
@@ -236,7 +253,7 @@ export class OssBackend implements Backend {
       : await resolveCredentials(spec, ctx.settings.credentialsDir);
     const runtime = await clientRuntime(ctx.settings.stateDir);
     const dir = path.join(ctx.settings.runDir, 'oss', name);
-    const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : [])];
+    const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : []), ...proxySecrets(ctx.settings.proxy)];
     let credFile: string | undefined;
     try {
       const handoff = credentialHandoff(client, spec, creds, dir);
@@ -249,7 +266,8 @@ export class OssBackend implements Backend {
       const daemon = await startFuseDaemon({
         command: client,
         args: clientArgs(spec, target, [...runtime.options, ...diskFreeOptions(spec, ctx.settings), ...handoff.options]),
-        env: { PATH: CLIENT_PATH, HOME: dir, ...runtime.env, ...handoff.env },
+        // Proxies as libcurl reads them (lowercase); a change of them applies to later mounts.
+        env: { PATH: CLIENT_PATH, HOME: dir, ...runtime.env, ...clientProxyEnv(ctx.settings.proxy), ...handoff.env },
         cwd: runtime.cwd,
         target,
         // What is left of the call, less the time to stop the client and undo its mount.
