@@ -592,7 +592,11 @@ log "image ready in $(secs IMAGE_MS) s ($(( size_k / 1024 )) MiB of files; node 
 # ---------------------------------------------------------------------------------------------
 CONSOLE=$RUN/console.log
 : >"$CONSOLE"
-CMDLINE="console=ttyS0 panic=-1 init=$GUEST_INIT cgroup_no_v1=all ${NFS_GUEST_CMDLINE:-}"
+# softlockup_panic: a guest whose CPUs spin in the kernel for good (seen once under TCG, in
+# `docker plugin create`: both vCPUs stuck for 400 s and counting) panics, and panic=-1 ends qemu
+# at once, instead of idling until NFS_GUEST_TIMEOUT. watchdog_thresh=60 makes that 120 s in the
+# kernel without a reschedule (the default 20 s is reached by a host that merely starves qemu).
+CMDLINE="console=ttyS0 panic=-1 init=$GUEST_INIT cgroup_no_v1=all softlockup_panic=1 watchdog_thresh=60 ${NFS_GUEST_CMDLINE:-}"
 if [[ $VERBOSE == 1 ]]; then CMDLINE+=" loglevel=7 ossnas.trace"; else CMDLINE+=" quiet loglevel=3"; fi
 QEMU_T0=$(now_ms)
 # timeout(1) is the watchdog: it stops qemu (TERM, then KILL) and exits 124. (Not a sleeping
