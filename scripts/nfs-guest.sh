@@ -21,11 +21,17 @@
 #       no fsid=0 pseudo-root).
 #     - `/usr/local/sbin/ossnas-nfsd stop` stops serving (no nfsd threads: connections to port
 #       2049 are refused); `/usr/local/sbin/ossnas-nfsd start` serves the same exports again.
+#     - cgroup v2 only: the kernel boots with cgroup_no_v1=all (no controller can be bound to a
+#       v1 hierarchy) and cgroup2 is mounted at /sys/fs/cgroup, as on a systemd host in unified
+#       mode (but PID 1 is tini, not systemd: everything starts in the root cgroup).
 #     - Debian's docker.io (dockerd, the docker CLI, containerd, runc) is installed but not
-#       running, and no cgroup filesystem is mounted: a test that needs dockerd mounts cgroup2 at
-#       /sys/fs/cgroup and starts dockerd itself (test/guest/nas-docker.test.ts shows the flags
-#       that work here: no network, so --bridge=none --iptables=false, and overlay2 after
-#       `modprobe overlay`). No image can be pulled: scripts/busybox-image.sh makes one.
+#       running: a test that needs dockerd starts it itself (test/guest/nas-docker.test.ts shows
+#       the flags that work here: no network, so --bridge=none --iptables=false, and overlay2
+#       after `modprobe overlay`). No image can be pulled: scripts/busybox-image.sh makes one.
+#       FUSE (for the managed plugin's s3fs) needs `modprobe fuse` first: fuse.ko is a module,
+#       and /dev/fuse appears only once it is loaded.
+#     - With NFS_GUEST_BUNDLE set, the plugin bundle is at /ossnas-bundle (config.json +
+#       rootfs/), for `docker plugin create`: the guest cannot build one (no network).
 #
 # Env:    NFS_GUEST_TIMEOUT=SECONDS  give up (and kill qemu) if COMMAND has not finished by then,
 #                                    counted from qemu's start (default 900)
@@ -33,7 +39,13 @@
 #                                    (CI is always passed on when set)
 #         NFS_GUEST_VERBOSE=1        also show the boot and all kernel messages (on stderr)
 #         NFS_GUEST_ACCEL=ACCEL      qemu -accel value (default tcg,thread=multi: KVM exists on
-#                                    these machines but qemu aborts with it)
+#                                    these machines but qemu aborts with it, "failed to set MSR
+#                                    0x10a"; with -cpu host,-arch-capabilities the guest hangs)
+#         NFS_GUEST_CMDLINE="ARG..." more kernel command line arguments
+#         NFS_GUEST_BUNDLE=DIR       a managed plugin bundle (DIR/config.json, DIR/rootfs/, as
+#                                    rootfs.build.sh writes it) copied into the guest at
+#                                    /ossnas-bundle (hard links when on the same filesystem as
+#                                    <repo>/.cache; ~390 MB more image)
 #         DEBIAN_MIRROR=URL          override the mirror otherwise read from apt's configuration
 #
 # Host packages needed: qemu-system-x86, debootstrap, e2fsprogs, apt, dpkg, coreutils,
@@ -147,6 +159,10 @@ case ${1:-} in
 esac
 [[ $# -gt 0 ]] || usage 2
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "NFS_GUEST_TIMEOUT must be a number of seconds, not '$TIMEOUT'"
+if [[ -n ${NFS_GUEST_BUNDLE:-} ]]; then
+  [[ -f $NFS_GUEST_BUNDLE/config.json && -d $NFS_GUEST_BUNDLE/rootfs ]] \
+    || die "NFS_GUEST_BUNDLE=$NFS_GUEST_BUNDLE has no config.json and rootfs/ (build one with OUT=DIR bash rootfs.build.sh)"
+fi
 
 [[ $(id -u) == 0 ]] || die "run as root (debootstrap, chroot, and reading the root-only files of the guest root)"
 [[ $(uname -m) == x86_64 ]] || die "only x86_64 hosts are supported (the guest kernel is amd64)"
@@ -275,6 +291,7 @@ tmpfs       /dev/shm         tmpfs       mode=1777,nosuid,nodev       0 0
 tmpfs       /run             tmpfs       mode=755,nosuid,nodev        0 0
 nfsd        /proc/fs/nfsd    nfsd        defaults                     0 0
 rpc_pipefs  /run/rpc_pipefs  rpc_pipefs  defaults                     0 0
+cgroup2     /sys/fs/cgroup   cgroup2     nosuid,nodev,noexec          0 0
 FSTAB
 
   phase "initramfs"
@@ -392,6 +409,11 @@ link_tree "$GUEST/vmlinuz" "$GUEST/initrd.cpio" "$RUN/"
     for e in $pattern; do if [[ -e $e ]]; then entries+=("$e"); fi; done
   done
   link_tree "${entries[@]}" "$STAGE/ossnas/" )
+# The plugin bundle, at /ossnas-bundle.
+if [[ -n ${NFS_GUEST_BUNDLE:-} ]]; then
+  mkdir -p "$STAGE/ossnas-bundle"
+  link_tree "$NFS_GUEST_BUNDLE/config.json" "$NFS_GUEST_BUNDLE/rootfs" "$STAGE/ossnas-bundle/"
+fi
 # The host's node: new file in a fresh directory of the staging tree, so nothing in the cache
 # changes. Checked against the guest's libraries right away, where a failure is easy to read.
 mkdir -p "$STAGE/usr/local/bin"
@@ -429,9 +451,11 @@ NONCE=$(</etc/ossnas-guest/nonce)
 
 # Every exec of a dynamic binary costs ~0.1 s under TCG: few of them, and the slow module
 # loading runs in parallel with the daemons that do not need it.
-# /dev is the initramfs' devtmpfs; /etc/fstab has /sys, /dev/pts, /dev/shm and /run.
+# /dev is the initramfs' devtmpfs; /etc/fstab has /sys, /dev/pts, /dev/shm, /run and the
+# cgroup2 hierarchy at /sys/fs/cgroup (the only one: cgroup_no_v1=all).
 mount -t proc proc /proc
 mount -a -t sysfs,devpts,tmpfs
+mount -a -t cgroup2
 mkdir -p /run/lock /run/rpcbind /run/rpc_pipefs /run/sendsigs.omit.d
 exec </dev/null >/dev/console 2>&1
 # The console is a serial TTY: no CR added to the output, so the host sees exact lines.
@@ -568,7 +592,11 @@ log "image ready in $(secs IMAGE_MS) s ($(( size_k / 1024 )) MiB of files; node 
 # ---------------------------------------------------------------------------------------------
 CONSOLE=$RUN/console.log
 : >"$CONSOLE"
-CMDLINE="console=ttyS0 panic=-1 init=$GUEST_INIT"
+# softlockup_panic: a guest whose CPUs spin in the kernel for good (seen once under TCG, in
+# `docker plugin create`: both vCPUs stuck for 400 s and counting) panics, and panic=-1 ends qemu
+# at once, instead of idling until NFS_GUEST_TIMEOUT. watchdog_thresh=60 makes that 120 s in the
+# kernel without a reschedule (the default 20 s is reached by a host that merely starves qemu).
+CMDLINE="console=ttyS0 panic=-1 init=$GUEST_INIT cgroup_no_v1=all softlockup_panic=1 watchdog_thresh=60 ${NFS_GUEST_CMDLINE:-}"
 if [[ $VERBOSE == 1 ]]; then CMDLINE+=" loglevel=7 ossnas.trace"; else CMDLINE+=" quiet loglevel=3"; fi
 QEMU_T0=$(now_ms)
 # timeout(1) is the watchdog: it stops qemu (TERM, then KILL) and exits 124. (Not a sleeping

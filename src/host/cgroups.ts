@@ -33,9 +33,23 @@ export function parseProcCgroup(text: string): CgroupMembership[] {
     });
 }
 
-/** The host's mount of a hierarchy: cgroup2 for v2, else the cgroup mount carrying its controllers. */
+/** Where hosts mount the v2 hierarchy: unified mode (cgroup v2 only), then hybrid mode (beside v1). */
+const V2_MOUNTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
+
+/**
+ * The host's mount of a hierarchy: cgroup2 for v2, else the cgroup mount carrying its controllers.
+ * A host may mount cgroup2 more than once (e.g. Cilium's /run/cilium/cgroupv2, which may come
+ * first): the usual places win, whatever the order.
+ */
 export function hierarchyMount(m: CgroupMembership, mounts: MountEntry[]): MountEntry | undefined {
-  if (m.id === '0') return mounts.find((e) => e.fsType === 'cgroup2');
+  if (m.id === '0') {
+    const v2 = mounts.filter((e) => e.fsType === 'cgroup2');
+    for (const at of V2_MOUNTS) {
+      const found = v2.find((e) => e.mountPoint === at);
+      if (found) return found;
+    }
+    return v2[0];
+  }
   return mounts.find((e) => {
     if (e.fsType !== 'cgroup') return false;
     const opts = e.superOptions.split(',');

@@ -95,14 +95,26 @@ function pidAlive(pid: number): boolean {
 }
 
 /**
+ * A bundle built beforehand, where none can be built: OSSNAS_E2E_BUNDLE=DIR (the NFS guest, which
+ * has no network, gets the host's at /ossnas-bundle). Used as it is, never removed.
+ */
+const PREBUILT_BUNDLE = process.env.OSSNAS_E2E_BUNDLE;
+
+/**
  * Runs `bash rootfs.build.sh` once per test process and returns the bundle dir (config.json +
- * rootfs/). The bundle lives at .cache/e2e-plugin-<pid>: per process, because test files run
+ * rootfs/); or returns OSSNAS_E2E_BUNDLE when set. The bundle lives at .cache/e2e-plugin-<pid>: per process, because test files run
  * in parallel processes and a rebuild swaps its output dir while another process may be
  * reading it for `docker plugin create`. It is removed when the process exits; bundles of
  * processes that died are swept here. Never the developer's plugin/.
  */
 export function buildPlugin(): Promise<string> {
   built ??= (async () => {
+    if (PREBUILT_BUNDLE) {
+      if (!existsSync(path.join(PREBUILT_BUNDLE, 'config.json')) || !existsSync(path.join(PREBUILT_BUNDLE, 'rootfs'))) {
+        throw new Error(`OSSNAS_E2E_BUNDLE=${PREBUILT_BUNDLE} has no config.json + rootfs/`);
+      }
+      return PREBUILT_BUNDLE;
+    }
     const cache = path.join(REPO_ROOT, '.cache');
     await mkdir(cache, { recursive: true });
     for (const e of readdirSync(cache)) {
@@ -220,6 +232,8 @@ export interface InstallOptions {
   env?: Record<string, string>;
   /** the bundle dir; default buildPlugin()'s */
   bundle?: string;
+  /** ms for `docker plugin create`; default 300 s (14-21 s on our hosts, 4-6 min under TCG) */
+  createTimeoutMs?: number;
 }
 
 export interface InstalledPlugin {
@@ -253,7 +267,7 @@ export async function installPlugin(name: string, opts: InstallOptions): Promise
   };
   try {
     let t0 = performance.now();
-    await docker(['plugin', 'create', name, bundle], { timeout: 300_000 });
+    await docker(['plugin', 'create', name, bundle], { timeout: opts.createTimeoutMs ?? 300_000 });
     const create = performance.now() - t0;
     const settings = [
       `state.source=${opts.stateDir}`,
@@ -332,6 +346,22 @@ export async function fuseClientPid(pluginPath: string): Promise<number | undefi
     if (path.basename(argv[0] ?? '') === 's3fs' && argv.slice(1).includes(pluginPath)) return Number(e);
   }
   return undefined;
+}
+
+/**
+ * Whether a FUSE client left the plugin's cgroup, from its /proc/PID/cgroup: every hierarchy in
+ * which it is not at the root puts it in `ossnas-fuse` (beside the plugin's cgroup), and there is
+ * at least one. On cgroup v1 that is every controller's line (`5:devices:/.../ossnas-fuse`); on
+ * v2 the one line `0::/.../ossnas-fuse` (a v1 host's `0::/` line of an unused unified hierarchy
+ * does not count).
+ */
+export function leftPluginCgroup(procCgroup: string): boolean {
+  const paths = procCgroup
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(':').slice(2).join(':'))
+    .filter((p) => p !== '/');
+  return paths.length > 0 && paths.every((p) => p.endsWith('/ossnas-fuse'));
 }
 
 /** Whether a process runs: it exists and is not a zombie (an orphan's zombie may wait long for its reaper). */

@@ -19,11 +19,11 @@ export const DOCKERD_START_MS = 120_000;
 export const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /**
- * What every dockerd of the guest needs, done once: a cgroup filesystem, which the guest's init
- * does not mount (cgroup2 alone: no v1 hierarchy holds any controller here, so v2 gets them all),
- * and the overlay module, which nothing has loaded. Returns the storage driver to use (vfs, a
- * full copy per layer, slow but needing no kernel support, if overlay cannot be loaded) and notes
- * for the test's diagnostics.
+ * What every dockerd of the guest needs, done once: the cgroup2 hierarchy (the guest's init mounts
+ * it; mounted here if not: cgroup2 alone, no v1 hierarchy holds any controller here, so v2 gets
+ * them all), the overlay module, which nothing has loaded, and the fuse module (/dev/fuse, for the
+ * managed plugin's s3fs). Returns the storage driver to use (vfs, a full copy per layer, slow but
+ * needing no kernel support, if overlay cannot be loaded) and notes for the test's diagnostics.
  */
 export async function prepareGuestForDockerd(): Promise<{ storage: 'overlay2' | 'vfs'; notes: string[] }> {
   const notes: string[] = [];
@@ -31,7 +31,7 @@ export async function prepareGuestForDockerd(): Promise<{ storage: 'overlay2' | 
     await execa('mount', ['-t', 'cgroup2', 'cgroup2', CGROUP]);
     notes.push(`mounted cgroup2 at ${CGROUP}`);
   }
-  await execa('modprobe', ['overlay'], { reject: false });
+  await execa('modprobe', ['-a', 'overlay', 'fuse'], { reject: false });
   const storage = /\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8')) ? 'overlay2' : 'vfs';
   return { storage, notes };
 }

@@ -35,6 +35,8 @@ export interface S3Server {
 export interface S3Options {
   /** Access key id -> secret (or an STS key's secret and token); default S3RVER:S3RVER. */
   keys?: KeySet;
+  /** ms for the server to listen; default 15 s (node + tsx + s3rver: under TCG, in the NFS guest, more) */
+  startTimeoutMs?: number;
 }
 
 const SERVER_SCRIPT = path.join(REPO_ROOT, 'test', 'helpers', 's3-server.ts');
@@ -53,7 +55,8 @@ export async function startS3(buckets: string[], options: S3Options = {}): Promi
   let out = '';
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the S3 server did not start within ${START_TIMEOUT_MS} ms: ${out}`)), START_TIMEOUT_MS);
+    const startTimeout = options.startTimeoutMs ?? START_TIMEOUT_MS;
+    const timer = setTimeout(() => reject(new Error(`the S3 server did not start within ${startTimeout} ms: ${out}`)), startTimeout);
     child.stdout!.on('data', (c: Buffer) => (out += String(c)));
     child.stderr!.on('data', (c: Buffer) => (out += String(c)));
     child.on('message', (m: FromServer) => {

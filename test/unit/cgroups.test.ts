@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CLIENT_CGROUP, hierarchyMount, parseProcCgroup, siblingDir } from '../../src/host/cgroups.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
+import { leftPluginCgroup } from '../helpers/docker.js';
 
 // A cgroup v1 host with a v2 hierarchy beside it, as on our machines; the plugin's cgroup is
 // /<id> in most hierarchies but nested in memory.
@@ -44,9 +45,36 @@ describe('cgroups: the sibling a FUSE client moves to', () => {
     assert.equal(siblingDir(p!, hierarchyMount(p!, hostMounts), '/r'), undefined);
   });
 
+  it('on a v2-only host with the cgroupfs driver: the plugin is /<id>, its sibling at the root', () => {
+    const [m] = parseProcCgroup(`0::/${ID}\n`);
+    const mounts = parseMountinfo('30 22 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n');
+    assert.equal(siblingDir(m!, hierarchyMount(m!, mounts), '/proc/1/root'), `/proc/1/root/sys/fs/cgroup/${CLIENT_CGROUP}`);
+  });
+
+  it('takes the cgroup2 mount at /sys/fs/cgroup (or /sys/fs/cgroup/unified) when the host has more than one', () => {
+    const [m] = parseProcCgroup(`0::/system.slice/${ID}\n`);
+    const cilium = '25 22 0:40 / /run/cilium/cgroupv2 rw - cgroup2 none rw\n';
+    const unified = parseMountinfo(`${cilium}30 22 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n`);
+    assert.equal(hierarchyMount(m!, unified)?.mountPoint, '/sys/fs/cgroup');
+    const hybrid = parseMountinfo(`${cilium}40 30 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n`);
+    assert.equal(hierarchyMount(m!, hybrid)?.mountPoint, '/sys/fs/cgroup/unified');
+    assert.equal(hierarchyMount(m!, parseMountinfo(cilium))?.mountPoint, '/run/cilium/cgroupv2', 'the only one there is');
+  });
+
   it('parses a v2-only host', () => {
     const [m] = parseProcCgroup('0::/system.slice/docker-abc.scope\n');
     const mounts = parseMountinfo('30 22 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n');
     assert.equal(siblingDir(m!, hierarchyMount(m!, mounts), ''), `/sys/fs/cgroup/system.slice/${CLIENT_CGROUP}`);
+  });
+});
+
+describe('the e2e check that a FUSE client left the plugin cgroup', () => {
+  it('holds on v1 (every non-root hierarchy) and on v2 (the unified one), and only then', () => {
+    assert.equal(leftPluginCgroup(`9:name=systemd:/${CLIENT_CGROUP}\n5:devices:/outer/${CLIENT_CGROUP}\n1:cpuset:/\n0::/\n`), true);
+    assert.equal(leftPluginCgroup(`0::/${CLIENT_CGROUP}\n`), true);
+    assert.equal(leftPluginCgroup(`0::/system.slice/${CLIENT_CGROUP}\n`), true);
+    assert.equal(leftPluginCgroup(`0::/${ID}\n`), false, 'still in the plugin cgroup (v2)');
+    assert.equal(leftPluginCgroup(`5:devices:/${CLIENT_CGROUP}\n4:memory:/${ID}\n`), false, 'one v1 hierarchy left behind');
+    assert.equal(leftPluginCgroup('1:cpuset:/\n0::/\n'), false, 'nowhere but the roots');
   });
 });
