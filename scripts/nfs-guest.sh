@@ -176,7 +176,7 @@ need apt-cache          apt
 need dpkg-deb           dpkg
 need chroot             coreutils
 need flock              util-linux
-need node               "nodejs (any glibc-based Node 20 build)"
+need node               "nodejs (a glibc-based build: test/run.sh puts the project's .cache/node first on PATH)"
 if [[ ${#missing[@]} -gt 0 ]]; then
   die "missing host packages: $(printf '%s; ' "${missing[@]}")install them with apt-get install"
 fi

@@ -28,18 +28,29 @@ describe('NAS volumes (and cgroup v2) in an NFS guest kernel (qemu)', { skip: ro
     // rootfs.build.sh (cached: ~15 s); the guest has no network to build it.
     const bundle = await buildPlugin();
     t.diagnostic(`plugin bundle: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    // One retry, only when the guest's kernel locked up (seen once in four runs on a busy host:
+    // both emulated CPUs spinning inside `docker plugin create`, under TCG). softlockup_panic
+    // ends such a guest (scripts/nfs-guest.sh), which exits 125 with the console's last lines.
+    // A test that fails, or a guest that dies any other way, is never run again.
+    const runGuest = () =>
+      execa(
+        'bash',
+        [path.join(REPO_ROOT, 'scripts/nfs-guest.sh'), 'env', 'OSSNAS_NFS_GUEST=1', 'OSSNAS_E2E_BUNDLE=/ossnas-bundle', 'node', '--import', 'tsx', '--test', '--test-reporter=tap', '--test-concurrency=1', ...GUEST_FILES],
+        {
+          reject: false,
+          all: true,
+          cwd: REPO_ROOT,
+          env: { NFS_GUEST_BUNDLE: bundle, NFS_GUEST_TIMEOUT: String(GUEST_TIMEOUT_S) },
+          timeout: (GUEST_TIMEOUT_S + 5 * 60) * 1000,
+        },
+      );
     t0 = Date.now();
-    const r = await execa(
-      'bash',
-      [path.join(REPO_ROOT, 'scripts/nfs-guest.sh'), 'env', 'OSSNAS_NFS_GUEST=1', 'OSSNAS_E2E_BUNDLE=/ossnas-bundle', 'node', '--import', 'tsx', '--test', '--test-reporter=tap', '--test-concurrency=1', ...GUEST_FILES],
-      {
-        reject: false,
-        all: true,
-        cwd: REPO_ROOT,
-        env: { NFS_GUEST_BUNDLE: bundle, NFS_GUEST_TIMEOUT: String(GUEST_TIMEOUT_S) },
-        timeout: (GUEST_TIMEOUT_S + 5 * 60) * 1000,
-      },
-    );
+    let r = await runGuest();
+    if (r.exitCode === 125 && /soft lockup/.test(String(r.all ?? ''))) {
+      t.diagnostic(`the guest's kernel locked up after ${((Date.now() - t0) / 1000).toFixed(1)} s (an emulation fault, not a test's): booting it once more`);
+      t0 = Date.now();
+      r = await runGuest();
+    }
     const output = String(r.all ?? '');
     t.diagnostic(`guest run: ${((Date.now() - t0) / 1000).toFixed(1)} s, exit ${r.exitCode}`);
     // The script's own timing line: image, boot, command, qemu.
