@@ -163,11 +163,7 @@ export function proxySecrets(settings: ProxySettings | undefined): string[] {
     // The user name alone is not scrubbed: a short common one ('proxy') would blank ordinary words.
     if (u.password) {
       out.add(u.password);
-      try {
-        out.add(decodeURIComponent(u.password));
-      } catch {
-        // a malformed escape: the raw form is enough
-      }
+      out.add(decoded(u.password));
     }
   }
   return [...out];
@@ -177,14 +173,16 @@ export function proxySecrets(settings: ProxySettings | undefined): string[] {
 export function proxyAuthorization(proxy: OutboundProxy): string | undefined {
   const u = new URL(proxy.url);
   if (!u.username && !u.password) return undefined;
-  const dec = (s: string) => {
-    try {
-      return decodeURIComponent(s);
-    } catch {
-      return s;
-    }
-  };
-  return `Basic ${Buffer.from(`${dec(u.username)}:${dec(u.password)}`).toString('base64')}`;
+  return `Basic ${Buffer.from(`${decoded(u.username)}:${decoded(u.password)}`).toString('base64')}`;
+}
+
+/** A URL's user or password part as sent: percent-escapes decoded (a malformed one is taken as it is). */
+function decoded(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
 }
 
 /** How a message names the proxy a request went through: "proxy http://p:3128 (from HTTPS_PROXY)". */

@@ -100,17 +100,22 @@ function pidAlive(pid: number): boolean {
  */
 const PREBUILT_BUNDLE = process.env.OSSNAS_E2E_BUNDLE;
 
+/** Whether DIR holds a plugin bundle: config.json + rootfs/. */
+function isBundle(dir: string): boolean {
+  return existsSync(path.join(dir, 'config.json')) && existsSync(path.join(dir, 'rootfs'));
+}
+
 /**
  * Runs `bash rootfs.build.sh` once per test process and returns the bundle dir (config.json +
- * rootfs/); or returns OSSNAS_E2E_BUNDLE when set. The bundle lives at .cache/e2e-plugin-<pid>: per process, because test files run
- * in parallel processes and a rebuild swaps its output dir while another process may be
- * reading it for `docker plugin create`. It is removed when the process exits; bundles of
- * processes that died are swept here. Never the developer's plugin/.
+ * rootfs/); or returns OSSNAS_E2E_BUNDLE when set. The bundle lives at .cache/e2e-plugin-<pid>:
+ * per process, because test files run in parallel processes and a rebuild swaps its output dir
+ * while another process may be reading it for `docker plugin create`. It is removed when the
+ * process exits; bundles of processes that died are swept here. Never the developer's plugin/.
  */
 export function buildPlugin(): Promise<string> {
   built ??= (async () => {
     if (PREBUILT_BUNDLE) {
-      if (!existsSync(path.join(PREBUILT_BUNDLE, 'config.json')) || !existsSync(path.join(PREBUILT_BUNDLE, 'rootfs'))) {
+      if (!isBundle(PREBUILT_BUNDLE)) {
         throw new Error(`OSSNAS_E2E_BUNDLE=${PREBUILT_BUNDLE} has no config.json + rootfs/`);
       }
       return PREBUILT_BUNDLE;
@@ -155,7 +160,7 @@ async function buildBundle(flavour: string, env: Record<string, string>): Promis
   if (r.exitCode !== 0) {
     throw new Error(`rootfs.build.sh failed (exit ${r.exitCode}):\n${(r.all ?? '').split('\n').slice(-40).join('\n')}`);
   }
-  if (!existsSync(path.join(out, 'config.json')) || !existsSync(path.join(out, 'rootfs'))) {
+  if (!isBundle(out)) {
     throw new Error(`rootfs.build.sh succeeded but ${out} has no config.json + rootfs/`);
   }
   return out;
