@@ -27,8 +27,9 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 # A Docker that is already here, whoever installed it, is used as it is: Docker CE (docker-ce,
 # containerd.io) and Debian's docker.io conflict, so installing docker.io next to it would fail
 # or replace it. "Already here": Debian's docker.io, a Docker CE or Moby package (docker-ce,
-# docker-ce-cli, containerd.io, moby-engine), a dockerd or docker binary on PATH, or a daemon
-# answering on /var/run/docker.sock.
+# docker-ce-cli, containerd.io, moby-engine), a dockerd binary on PATH, or a daemon answering on
+# /var/run/docker.sock. A docker CLI alone is no engine (some machines carry a client binary in
+# /usr/local/bin): docker.io is installed beside it.
 docker_found=
 if installed docker.io; then
   docker_found="Debian's docker.io"
@@ -36,9 +37,7 @@ else
   for p in docker-ce docker-ce-cli containerd.io moby-engine; do
     if installed "$p"; then docker_found="the $p package"; break; fi
   done
-  for b in dockerd docker; do
-    if [ -z "$docker_found" ] && command -v "$b" >/dev/null 2>&1; then docker_found="$(command -v "$b")"; fi
-  done
+  if [ -z "$docker_found" ] && command -v dockerd >/dev/null 2>&1; then docker_found="$(command -v dockerd)"; fi
   if [ -z "$docker_found" ] && [ -S /var/run/docker.sock ] && command -v curl >/dev/null 2>&1 \
      && curl -fsS --max-time 5 --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; then
     docker_found="the daemon answering on /var/run/docker.sock"

@@ -11,6 +11,13 @@ bash scripts/host-setup.sh
 # The project's Node (.node-version, fetched by host-setup): the one the plugin's rootfs ships.
 export PATH="$repo/.cache/node/bin:$PATH"
 [ "$(node --version)" = "v$(tr -d ' \n' <.node-version)" ] || { echo "test/run.sh: node on PATH is $(node --version), not .node-version's" >&2; exit 1; }
+# The CLI of the engine under test: a newer docker client earlier on PATH (some machines carry one
+# in /usr/local/bin) talks to Debian's dockerd through an older API and formats some output
+# differently, so Debian's own client is put first when Debian's engine is the one running.
+if dpkg-query -W -f='${Status}' docker.io 2>/dev/null | grep -q 'install ok installed' && [ "$(command -v docker)" != /usr/bin/docker ]; then
+  mkdir -p .cache/docker-cli && ln -sfn /usr/bin/docker .cache/docker-cli/docker
+  export PATH="$repo/.cache/docker-cli:$PATH"
+fi
 npm run build
 npm run typecheck
 
