@@ -308,12 +308,6 @@ export class VolumeDriver implements VolumeDriverProtocol, Restorable {
       await backend.remove?.(volume, v.options, this.ctx).catch((err: Error) =>
         this.log.warn({ volume, err: err.message }, 'volume removed, but what the plugin kept for it was not deleted'),
       );
-      // The journal still holds the removed volume's earlier records: inline keys must not outlive it.
-      if (secretValues(v.options).length > 0) {
-        await this.db.compact().catch((err: Error) =>
-          this.log.warn({ volume, err: err.message }, 'the removed volume\'s inline keys stay in the state journal until the next snapshot'),
-        );
-      }
       this.log.info({ volume }, backend.remove ? 'volume removed' : 'volume removed (backend data untouched)');
     });
   }

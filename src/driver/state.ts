@@ -8,6 +8,13 @@
 // and at a start that found a journal. Loading is the snapshot with the journal replayed over it.
 // Both files are 0600.
 //
+// Inline secrets (keys given at Create) are the exception: each volume's are in a file of its own
+// (secret-files.ts), written before the journal line that creates the volume and deleted after the
+// line that removes it, so forgetting them never needs a rewrite of everything. A start deletes
+// the files of volumes that no record holds (a crash between the two steps). Records saved by
+// earlier versions hold their secrets inline: a start moves them to files, and a volume whose
+// file could not be written keeps them inline (its Remove then rewrites the snapshot).
+//
 // The state filesystem fills up for real (disk images live beside it), so a write can fail
 // half-way. A failed write must leave no trace: a change is visible in memory only once it is on
 // disk, and the journal is written at a known offset and cut back to it when a write fails, so the
@@ -20,6 +27,7 @@ import path from 'node:path';
 import { Low } from 'lowdb';
 import { ensureDir } from '../host/files.js';
 import { AtomicJsonFile } from './atomic-json-file.js';
+import { hasSecrets, SecretFiles, secretsOf, withoutSecrets, type Secrets } from './secret-files.js';
 
 /** One volume as the driver knows it. Records are never changed: a change is a new record. */
 export interface VolumeRecord {
@@ -49,6 +57,8 @@ export interface VolumeRecord {
 /** A record as the files hold it (`mounts` as a JSON object). */
 export interface StoredRecord extends Omit<VolumeRecord, 'mounts'> {
   mounts: Record<string, number>;
+  /** Its secret options are in its secrets file, not in `options`. */
+  secretsFile?: true;
 }
 
 export interface StateData {
@@ -106,13 +116,18 @@ export interface StateStore {
   close(): Promise<void>;
 }
 
-export function toStored(r: VolumeRecord): StoredRecord {
+/** The record as the files hold it; `inline`: its secrets stay in `options` (see the top). */
+export function toStored(r: VolumeRecord, inline = false): StoredRecord {
   // fromEntries defines own properties, so an ID named __proto__ stays an ordinary key.
-  return { ...r, options: { ...r.options }, mounts: Object.fromEntries(r.mounts) };
+  const mounts = Object.fromEntries(r.mounts);
+  if (inline || !hasSecrets(r.options)) return { ...r, options: { ...r.options }, mounts };
+  return { ...r, options: withoutSecrets(r.options), mounts, secretsFile: true };
 }
 
-export function fromStored(r: StoredRecord): VolumeRecord {
-  return { ...r, mounts: new Map(Object.entries(r.mounts ?? {})) };
+/** The record as the driver holds it, with the secrets from its file (`secrets`) put back. */
+export function fromStored(r: StoredRecord, secrets?: Secrets): VolumeRecord {
+  const { secretsFile: _, ...rest } = r;
+  return { ...rest, options: secrets ? { ...r.options, ...secrets } : r.options, mounts: new Map(Object.entries(r.mounts ?? {})) };
 }
 
 function checkFormat(data: StateData, stateDir: string): void {
@@ -214,9 +229,23 @@ function describeWriteError(err: unknown, file: string): StateWriteError {
   return new StateWriteError(code, `the change could not be saved: ${why} (${code ?? 'error'} writing ${file}); nothing was changed`);
 }
 
+/** One change waiting for the journal. */
+interface QueuedPut {
+  line: string;
+  /** Before the line is written: the volume's new secrets file. */
+  prepare?: () => Promise<void>;
+  /** When the line could not be written: the secrets file that `prepare` wrote goes. */
+  undo?: () => Promise<void>;
+  /** Once the line is on disk: the secrets file of a removed volume goes. */
+  after?: () => Promise<void>;
+  apply: () => void;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
 class JournaledState implements StateStore {
   private readonly records: Map<string, VolumeRecord>;
-  private queue: Array<{ line: string; apply: () => void; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private queue: QueuedPut[] = [];
   private compactWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
   private draining: Promise<void> | undefined;
   /** Bytes of acknowledged lines: where the next write goes. */
@@ -233,8 +262,12 @@ class JournaledState implements StateStore {
     private readonly journalFile: string,
     validBytes: number,
     private readonly warn: StateWarn,
+    private readonly secrets: SecretFiles,
+    /** Volumes whose records keep their secrets inline (see the top of this file). */
+    private readonly inline: Set<string>,
+    records: Map<string, VolumeRecord>,
   ) {
-    this.records = new Map(Object.entries(snapshot.data.volumes).map(([n, r]) => [n, fromStored(r)]));
+    this.records = records;
     this.journalBytes = validBytes;
     this.snapshotBytes = Buffer.byteLength(JSON.stringify(snapshot.data));
   }
@@ -248,14 +281,29 @@ class JournaledState implements StateStore {
     // counted once already) then works on a full state filesystem too.
     const current = this.records.get(name);
     if (record && current && sameRecord(current, record)) return Promise.resolve();
-    const entry: JournalEntry = { n: name, r: record && toStored(record) };
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({
-        line: `${JSON.stringify(entry)}\n`,
-        apply: () => (record ? this.records.set(name, record) : this.records.delete(name)),
-        resolve,
-        reject,
+    const inline = this.inline.has(name);
+    const entry: JournalEntry = { n: name, r: record && toStored(record, inline) };
+    const put: Omit<QueuedPut, 'resolve' | 'reject'> = {
+      line: `${JSON.stringify(entry)}\n`,
+      apply: () => (record ? this.records.set(name, record) : this.records.delete(name)),
+    };
+    if (record && !inline && hasSecrets(record.options) && record.options !== current?.options) {
+      // A new volume (options never change otherwise): its secrets are on disk before its record.
+      put.prepare = () => this.secrets.write(name, secretsOf(record.options)).catch((err: unknown) => {
+        throw describeWriteError(err, path.join(this.secrets.dir, `${name}.json`));
       });
+      put.undo = () => this.secrets.remove(name);
+    } else if (!record && current && hasSecrets(current.options)) {
+      put.after = inline
+        ? async () => {
+            // The journal and snapshot still hold the keys: only a rewrite of everything forgets them.
+            this.inline.delete(name);
+            this.compactWanted = true;
+          }
+        : () => this.secrets.remove(name);
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ ...put, resolve, reject });
       this.draining ??= this.drain();
     });
   }
@@ -285,14 +333,16 @@ class JournaledState implements StateStore {
   private async drain(): Promise<void> {
     await Promise.resolve(); // let the caller store this promise in `draining` first
     while (this.queue.length > 0 || this.compactWaiters.length > 0) {
-      const batch = this.queue;
+      const batch = await this.prepared(this.queue);
       this.queue = [];
       if (batch.length > 0) {
         try {
           await this.append(batch.map((b) => b.line).join(''));
           for (const b of batch) b.apply();
+          await this.afterAppend(batch); // a Remove answers once its keys are gone
           for (const b of batch) b.resolve();
         } catch (err) {
+          await Promise.all(batch.map((b) => b.undo?.().catch(() => undefined))); // a start deletes what stays
           for (const b of batch) b.reject(err);
         }
       }
@@ -314,6 +364,25 @@ class JournaledState implements StateStore {
       }
     }
     this.draining = undefined;
+  }
+
+  /** The puts whose secrets file could be written; the others are refused here, with nothing kept. */
+  private async prepared(batch: QueuedPut[]): Promise<QueuedPut[]> {
+    const outcomes = await Promise.allSettled(batch.map((b) => b.prepare?.()));
+    return batch.filter((b, i) => {
+      const o = outcomes[i]!;
+      if (o.status === 'rejected') b.reject(o.reason);
+      return o.status === 'fulfilled';
+    });
+  }
+
+  /** The secrets files of removed volumes; one that cannot be deleted now is deleted by the next start. */
+  private async afterAppend(batch: QueuedPut[]): Promise<void> {
+    await Promise.all(
+      batch.map((b) =>
+        b.after?.().catch((err: Error) => this.warn({ err: err.message }, 'secrets file of a removed volume not deleted; the next start deletes it')),
+      ),
+    );
   }
 
   /** Writes `lines` at the end of the acknowledged journal; on any failure, cuts the journal back. */
@@ -348,7 +417,7 @@ class JournaledState implements StateStore {
   private async compactNow(): Promise<void> {
     this.snapshot.data = {
       version: 1,
-      volumes: Object.fromEntries([...this.records].map(([n, r]) => [n, toStored(r)])),
+      volumes: Object.fromEntries([...this.records].map(([n, r]) => [n, toStored(r, this.inline.has(n))])),
     };
     await this.snapshot.write();
     this.snapshotBytes = Buffer.byteLength(JSON.stringify(this.snapshot.data));
@@ -393,13 +462,56 @@ export async function openState(stateDir: string, opts: StateOptions = {}): Prom
     await journal.close();
     throw err;
   }
-  const store = new JournaledState(snapshot, journal, journalFile, replay.validBytes, warn);
-  if (replay.validBytes > 0) {
-    await store.compact().catch((err: Error) =>
-      warn({ err: err.message }, 'state snapshot not written at start (is the state filesystem full?); the journal keeps every change'),
-    );
+  const secrets = new SecretFiles(stateDir);
+  const { records, inline, moved } = await withSecrets(snapshot.data.volumes, secrets, warn);
+  const store = new JournaledState(snapshot, journal, journalFile, replay.validBytes, warn, secrets, inline, records);
+  if (replay.validBytes > 0 || moved.length > 0) {
+    await store.compact().catch((err: Error) => {
+      // The files still hold the moved keys inline: such a volume's Remove must rewrite them.
+      for (const name of moved) inline.add(name);
+      warn({ err: err.message }, 'state snapshot not written at start (is the state filesystem full?); the journal keeps every change');
+    });
   }
   return store;
+}
+
+/**
+ * The records as the driver holds them, each with its secrets from its file. On the way: files
+ * that no record holds are deleted (a crash between a secrets file and its journal line), and
+ * secrets that records of older versions hold inline are moved to files (`moved`: a snapshot
+ * without them is due). A volume whose file could not be written keeps its secrets inline.
+ */
+async function withSecrets(
+  stored: Record<string, StoredRecord>,
+  files: SecretFiles,
+  warn: StateWarn,
+): Promise<{ records: Map<string, VolumeRecord>; inline: Set<string>; moved: string[] }> {
+  const onDisk = await files.readAll();
+  const records = new Map<string, VolumeRecord>();
+  const inline = new Set<string>();
+  const moved: string[] = [];
+  for (const [name, r] of Object.entries(stored)) {
+    if (r.secretsFile) {
+      const secrets = onDisk.get(name);
+      if (!secrets) warn({ volume: name, dir: files.dir }, 'the secrets file of a volume with inline keys is missing; its mounts will ask for credentials');
+      records.set(name, fromStored(r, secrets));
+    } else if (hasSecrets(r.options)) {
+      const saved = await files.write(name, secretsOf(r.options)).then(
+        () => true,
+        (err: Error) => (warn({ volume: name, err: err.message }, 'inline keys not moved to a secrets file; the state keeps them'), false),
+      );
+      if (saved) moved.push(name);
+      else inline.add(name);
+      records.set(name, fromStored(r));
+    } else {
+      records.set(name, fromStored(r));
+    }
+  }
+  const orphans = [...onDisk.keys()].filter((n) => !records.has(n) || inline.has(n)).map((n) => `${n}.json`);
+  for (const f of [...orphans, ...(await files.leftovers())]) {
+    await files.removeFile(f).catch((err: Error) => warn({ file: f, err: err.message }, 'secrets file of no volume not deleted'));
+  }
+  return { records, inline, moved };
 }
 
 /** Whether two records say the same: saving the second would change nothing on disk. */

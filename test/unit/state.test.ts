@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { constants } from 'node:fs';
-import { open, readdir, readFile, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { AtomicJsonFile } from '../../src/driver/atomic-json-file.js';
 import { JOURNAL_FILE, loadState, openState, STATE_FILE, StateWriteError, type VolumeRecord } from '../../src/driver/state.js';
 import { KeyedMutex } from '../../src/driver/keyed-mutex.js';
+import { SECRETS_DIR } from '../../src/driver/secret-files.js';
 import { tempDir } from '../helpers/env.js';
 import { fakeDriver } from '../helpers/fake-driver.js';
 
@@ -243,6 +244,86 @@ describe('state file', () => {
     }
     await Promise.all(writes);
     assert.equal(JSON.parse(await readFile(file, 'utf8')).n, 50);
+  });
+
+  describe('inline secrets, a file per volume', () => {
+    const KEY = 'LTAIkeyid0123456789';
+    const SECRET = 'inline-secret-0123456789';
+    const keyed = (name: string, mounts: Record<string, number> = {}): VolumeRecord => ({
+      ...record(name, mounts),
+      options: { type: 'oss', bucket: 'b', akId: KEY, akSecret: SECRET },
+    });
+    const secretsFile = (d: string, name: string) => path.join(d, SECRETS_DIR, `${name}.json`);
+    /** Every file under the state directory that holds the secret, relative to it. */
+    async function holders(d: string): Promise<string[]> {
+      const out: string[] = [];
+      for (const e of await readdir(d, { recursive: true, withFileTypes: true })) {
+        if (!e.isFile()) continue;
+        const file = path.join(e.parentPath, e.name);
+        if ((await readFile(file, 'utf8')).includes(SECRET)) out.push(path.relative(d, file));
+      }
+      return out.sort();
+    }
+
+    it('keeps them only in the volume\'s own 0600 file, never in the journal or snapshot, and puts them back on load', async () => {
+      const d = await dir();
+      const db = await openState(d);
+      await db.put('k', keyed('k'));
+      await db.put('k', keyed('k', { m: 1 })); // a later change of the record: no second write of the file
+      assert.deepEqual(await holders(d), [`${SECRETS_DIR}/k.json`]);
+      assert.equal((await stat(secretsFile(d, 'k'))).mode & 0o777, 0o600);
+      assert.equal((await stat(path.join(d, SECRETS_DIR))).mode & 0o777, 0o700);
+      await db.compact();
+      assert.deepEqual(await holders(d), [`${SECRETS_DIR}/k.json`], 'after a snapshot');
+      const again = await openState(d);
+      assert.equal(again.volumes.get('k')?.options.akSecret, SECRET);
+      assert.equal(again.volumes.get('k')?.options.akId, KEY);
+      assert.deepEqual(again.volumes.get('k')?.mounts, new Map([['m', 1]]));
+    });
+
+    it('a Remove deletes the file before it resolves, appends one line, and rewrites nothing', async () => {
+      const d = await dir();
+      const db = await openState(d);
+      await Promise.all(Array.from({ length: 300 }, (_, i) => db.put(`v${i}`, keyed(`v${i}`))));
+      await db.compact();
+      const snapshot = await readFile(path.join(d, STATE_FILE), 'utf8');
+      const before = (await stat(path.join(d, JOURNAL_FILE))).size;
+      await db.put('v7', null);
+      await assert.rejects(stat(secretsFile(d, 'v7')), { code: 'ENOENT' });
+      assert.ok((await stat(path.join(d, JOURNAL_FILE))).size - before < 100, 'one short line');
+      assert.equal(await readFile(path.join(d, STATE_FILE), 'utf8'), snapshot, 'the snapshot was rewritten');
+      assert.equal((await holders(d)).length, 299);
+    });
+
+    it('a Create whose journal line fails leaves no secrets file; one whose secrets file fails records nothing', async () => {
+      const d = await dir();
+      const { disk, openJournal } = fillableJournal();
+      const db = await openState(d, { openJournal });
+      disk.full = true;
+      await assert.rejects(db.put('k', keyed('k')), StateWriteError);
+      disk.full = false;
+      assert.deepEqual(await holders(d), []);
+      // A secrets directory that cannot be written (a file stands in its place).
+      await rm(path.join(d, SECRETS_DIR), { recursive: true, force: true });
+      await writeFile(path.join(d, SECRETS_DIR), '');
+      await assert.rejects(db.put('k', keyed('k')), (e: unknown) => e instanceof StateWriteError && /secrets\/k\.json/.test(e.message) && !e.message.includes(SECRET));
+      assert.equal(db.volumes.has('k'), false);
+      assert.deepEqual(Object.keys((await loadState(d)).volumes), []);
+    });
+
+    it('a start moves keys that an older version kept inline to files, and deletes files no volume holds', async () => {
+      const d = await dir();
+      const old = { name: 'old', createdAt: '2026-01-01T00:00:00.000Z', options: { type: 'oss', akId: KEY, akSecret: SECRET }, mounts: {}, mounted: false };
+      await writeFile(path.join(d, STATE_FILE), JSON.stringify({ version: 1, volumes: { old } }), { mode: 0o600 });
+      await mkdir(path.join(d, SECRETS_DIR), { mode: 0o700 });
+      await writeFile(secretsFile(d, 'gone'), JSON.stringify({ akSecret: SECRET }), { mode: 0o600 }); // a crash after the file, before the line
+      await writeFile(path.join(d, SECRETS_DIR, 'x.json.123.1.tmp'), SECRET, { mode: 0o600 }); // a crash during a write
+      const db = await openState(d);
+      assert.equal(db.volumes.get('old')?.options.akSecret, SECRET);
+      assert.deepEqual(await holders(d), [`${SECRETS_DIR}/old.json`]);
+      await db.put('old', null);
+      assert.deepEqual(await holders(d), []);
+    });
   });
 
   it('refuses a corrupt file and leaves it untouched', async () => {
