@@ -3,7 +3,8 @@
 // written to the state journal or snapshot, so removing a volume forgets its keys by deleting one
 // file, whatever the number of volumes (the journal would keep them until a rewrite of everything).
 // Only state.ts uses this module; volume names are path components already (names.ts).
-import { open, readdir, readFile, unlink } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { open, readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ensureDir } from '../host/files.js';
 import { SECRET_OPTION_KEYS } from '../redact.js';
@@ -11,6 +12,7 @@ import { AtomicJsonFile } from './atomic-json-file.js';
 
 export const SECRETS_DIR = 'secrets';
 const SUFFIX = '.json';
+const READ_SLICE = 500;
 
 export type Secrets = Record<string, string>;
 
@@ -51,17 +53,21 @@ export class SecretFiles {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return found;
       throw err;
     }
-    for (const n of names) {
-      // Temporary files of a write a crash interrupted (AtomicJsonFile's `<file>.<pid>.<n>.tmp`) never count.
-      if (!n.endsWith(SUFFIX)) continue;
-      const text = await readFile(path.join(this.dir, n), 'utf8');
+    // Temporary files of a write a crash interrupted (AtomicJsonFile's `<file>.<pid>.<n>.tmp`) never count.
+    const files = names.filter((n) => n.endsWith(SUFFIX));
+    // Read synchronously, a slice at a time: 10 000 files took 270 ms so, against 1.7-3.3 s through
+    // the thread pool (four calls each, whatever the concurrency); the pauses between slices keep
+    // the calls that arrive during a start answered.
+    for (let i = 0; i < files.length; i++) {
+      if (i > 0 && i % READ_SLICE === 0) await new Promise((r) => setImmediate(r));
+      const file = path.join(this.dir, files[i]!);
       let secrets: unknown;
       try {
-        secrets = JSON.parse(text);
+        secrets = JSON.parse(readFileSync(file, 'utf8'));
       } catch (err) {
-        throw new Error(`secrets file ${path.join(this.dir, n)} is not valid JSON (${(err as Error).message}); it was left untouched`);
+        throw new Error(`secrets file ${file} could not be read (${(err as Error).message}); it was left untouched`);
       }
-      found.set(n.slice(0, -SUFFIX.length), secrets as Secrets);
+      found.set(files[i]!.slice(0, -SUFFIX.length), secrets as Secrets);
     }
     return found;
   }
