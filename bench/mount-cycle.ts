@@ -13,8 +13,15 @@
 // with the argv the plugin gave its own client (read from /proc), timed from spawn until the
 // mount is in /proc/self/mountinfo and statfs answers, then `umount` until the client exited.
 // The plugin's share is median(plugin Mount+Unmount) - median(raw mount+unmount).
+//
+// Then 16 at once (issue 18): 16 different volumes mounted by 16 concurrent Mounts, then unmounted
+// the same way, against 16 raw s3fs started at once by this script. While they run, the plugin's
+// own event-loop delay (monitorEventLoopDelay, read through its metrics listener: every read
+// starts a new window) and the latency of a Capabilities call sent every 5 ms, which is what
+// dockerd feels meanwhile; both also over a quiet window of the same length, for comparison.
 import { spawn, execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -66,11 +73,18 @@ async function pluginCycle(client: BenchClient, plugin: PluginProcess, volume: s
   return { volume, mountMs: m.ms, unmountMs: u.ms };
 }
 
+/** A raw s3fs mount made by this script, and how to undo it (umount, then the client's exit). */
+interface RawMount {
+  mountMs: number;
+  spawnMs: number;
+  unmount(): Promise<number>;
+}
+
 /**
  * The same client, started by us with the plugin's argv: spawn until the mount is listed and
- * statfs answers from FUSE (polled every millisecond), then umount until the client exited.
+ * statfs answers from FUSE (polled every millisecond).
  */
-async function rawCycle(args: string[], target: string, home: string): Promise<Cycle> {
+async function rawMount(args: string[], target: string, home: string): Promise<RawMount> {
   const t0 = performance.now();
   const child = spawn('s3fs', args, { env: { PATH: CLIENT_PATH, HOME: home }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const spawnMs = performance.now() - t0;
@@ -89,21 +103,167 @@ async function rawCycle(args: string[], target: string, home: string): Promise<C
       }
       await sleep(1);
     }
-    const mountMs = performance.now() - t0;
-    const t1 = performance.now();
-    await execFileP('umount', [target]);
-    await exited;
-    return { volume: '(raw)', mountMs, unmountMs: performance.now() - t1, spawnMs };
   } catch (err) {
     if (!done) child.kill('SIGKILL');
     throw err;
   }
+  const mountMs = performance.now() - t0;
+  return {
+    mountMs,
+    spawnMs,
+    async unmount() {
+      const t1 = performance.now();
+      await execFileP('umount', [target]);
+      await exited;
+      return performance.now() - t1;
+    },
+  };
+}
+
+/** A raw mount, then its umount until the client exited. */
+async function rawCycle(args: string[], target: string, home: string): Promise<Cycle> {
+  const r = await rawMount(args, target, home);
+  return { volume: '(raw)', mountMs: r.mountMs, unmountMs: await r.unmount(), spawnMs: r.spawnMs };
 }
 
 async function s3fsVersion(): Promise<string> {
   const { stdout } = await execFileP('s3fs', ['--version']).catch(() => ({ stdout: 'unknown' }));
   return stdout.split('\n')[0]!.trim();
 }
+
+/** How many volumes are mounted at once in the concurrent phase (issue 18: "at 16 concurrent mounts"). */
+const CONCURRENT = 16;
+/** How often the probe calls Capabilities while the concurrent phase runs. */
+const PROBE_EVERY_MS = 5;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+interface LoopDelay {
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/** The plugin's event-loop delay since the previous read (prom-client resets its histogram at each scrape). */
+async function loopDelay(port: number): Promise<LoopDelay> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const get = (name: string) => {
+    const m = new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text);
+    if (!m) throw new Error(`the plugin's metrics have no ${name}`);
+    return Number(m[1]) * 1000;
+  };
+  return { p50Ms: get('nodejs_eventloop_lag_p50_seconds'), p99Ms: get('nodejs_eventloop_lag_p99_seconds'), maxMs: get('nodejs_eventloop_lag_max_seconds') };
+}
+
+/** Capabilities every PROBE_EVERY_MS on a connection of its own until `stop`, each call's latency. */
+async function probeWhile(socket: string, stop: { now: boolean }): Promise<number[]> {
+  const probe = new BenchClient(socket);
+  const ms: number[] = [];
+  try {
+    while (!stop.now) {
+      ms.push((await probe.call('VolumeDriver.Capabilities')).ms);
+      await sleep(PROBE_EVERY_MS);
+    }
+  } finally {
+    probe.close();
+  }
+  return ms;
+}
+
+interface Window {
+  wallMs: number;
+  loop: LoopDelay;
+  probe: Stats;
+}
+
+interface Concurrent {
+  count: number;
+  /** Quiet: nothing but the probe, for as long as the plugin's Mounts took. */
+  quiet: Window;
+  mount: Window & { calls: Stats };
+  unmount: Window & { calls: Stats };
+  raw: { mountWallMs: number; unmountWallMs: number };
+}
+
+/** Runs `work` while probing, and reads the plugin's event-loop delay over exactly that window. */
+async function observed<T>(plugin: PluginProcess, port: number, work: () => Promise<T>): Promise<{ result: T; window: Window }> {
+  await loopDelay(port); // starts the window
+  const stop = { now: false };
+  const probing = probeWhile(plugin.socket, stop);
+  const t0 = performance.now();
+  const result = await work().finally(() => (stop.now = true));
+  const wallMs = performance.now() - t0;
+  const [loop, probe] = [await loopDelay(port), await probing];
+  return { result, window: { wallMs, loop, probe: stats(probe) } };
+}
+
+async function concurrentPhase(o: { client: BenchClient; plugin: PluginProcess; volumes: string[]; rawArgs: string[]; rawDir: string; metricsPort: number }): Promise<Concurrent> {
+  const { client, plugin, volumes, metricsPort } = o;
+  const id = (i: number) => mountId(i, 3);
+  const mount = await observed(plugin, metricsPort, () =>
+    Promise.all(
+      volumes.map(async (v, i) => {
+        const m = await client.call('VolumeDriver.Mount', { Name: v, ID: id(i) });
+        if (m.json.Err || !(await isFuseMountedAt(String(m.json.Mountpoint)))) throw new Error(`concurrent Mount of ${v}: ${JSON.stringify(m.json)}`);
+        return m.ms;
+      }),
+    ),
+  );
+  const unmount = await observed(plugin, metricsPort, () =>
+    Promise.all(
+      volumes.map(async (v, i) => {
+        const u = await client.call('VolumeDriver.Unmount', { Name: v, ID: id(i) });
+        if (u.json.Err) throw new Error(`concurrent Unmount of ${v}: ${String(u.json.Err)}`);
+        return u.ms;
+      }),
+    ),
+  );
+  const quiet = await observed(plugin, metricsPort, () => sleep(mount.window.wallMs));
+
+  // The raw side: as many s3fs started at once by this script, each on its own mountpoint.
+  const targets = volumes.map((_, i) => path.join(o.rawDir, `c${i}`));
+  for (const t of targets) await mkdir(t, { recursive: true });
+  const rawArgs = (t: string) => o.rawArgs.map((a) => (a === path.join(o.rawDir, 'mnt') ? t : a));
+  const t0 = performance.now();
+  const started = await Promise.all(targets.map((t) => rawMount(rawArgs(t), t, o.rawDir)));
+  const mountWallMs = performance.now() - t0;
+  const t1 = performance.now();
+  await Promise.all(started.map((r) => r.unmount()));
+  const unmountWallMs = performance.now() - t1;
+
+  return {
+    count: volumes.length,
+    quiet: quiet.window,
+    mount: { ...mount.window, calls: stats(mount.result) },
+    unmount: { ...unmount.window, calls: stats(unmount.result) },
+    raw: { mountWallMs, unmountWallMs },
+  };
+}
+
+function formatConcurrent(c: Concurrent): string {
+  const row = (label: string, w: Window) => [label, fmtMs(w.wallMs), fmtMs(w.loop.p99Ms), fmtMs(w.loop.maxMs), fmtMs(w.probe.p99), fmtMs(w.probe.max)];
+  const table = textTable(
+    [`${c.count} at once`, 'wall ms', 'loop delay p99', 'loop delay max', 'Capabilities p99', 'Capabilities max'],
+    [row('quiet (probe only)', c.quiet), row(`${c.count} Mounts`, c.mount), row(`${c.count} Unmounts`, c.unmount)],
+  );
+  return [
+    table,
+    `${c.count} Mounts at once: all done in ${fmtMs(c.mount.wallMs)} ms (each call p50 ${fmtMs(c.mount.calls.p50)}, max ${fmtMs(c.mount.calls.max)}); ` +
+      `${c.count} raw s3fs at once: ${fmtMs(c.raw.mountWallMs)} ms; ratio ${(c.mount.wallMs / c.raw.mountWallMs).toFixed(2)}`,
+    `${c.count} Unmounts at once: ${fmtMs(c.unmount.wallMs)} ms; raw umounts at once (to the clients' exit): ${fmtMs(c.raw.unmountWallMs)} ms`,
+    `event-loop delay p99 while ${c.count} clients mount: ${fmtMs(c.mount.loop.p99Ms)} ms (quiet: ${fmtMs(c.quiet.loop.p99Ms)} ms)`,
+  ].join('\n');
+}
+
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -119,8 +279,8 @@ async function main(): Promise<void> {
   const n = Number(values.quick ? 100 : values.n);
   const cycles = Number(values.quick ? 10 : values.cycles);
   const warmup = Number(values.quick ? 3 : values.warmup);
-  if (![n, cycles].every((x) => Number.isInteger(x) && x >= 1) || !Number.isInteger(warmup) || warmup < 1 || cycles + warmup > n) {
-    throw new Error('--n, --cycles and --warmup take positive integers, with cycles + warmup <= n');
+  if (![n, cycles].every((x) => Number.isInteger(x) && x >= 1) || !Number.isInteger(warmup) || warmup < 1 || cycles + warmup + CONCURRENT > n) {
+    throw new Error(`--n, --cycles and --warmup take positive integers, with cycles + warmup + ${CONCURRENT} <= n`);
   }
   requireRoot('bench/mount-cycle.ts');
   await checkBuild();
@@ -140,7 +300,12 @@ async function main(): Promise<void> {
     const loadBefore = loadavg();
     s3 = await startS3([BUCKET]);
     cleanup.add('s3rver', () => s3!.stop());
-    plugin = await startPluginInTempDir({ LOG_LEVEL: 'info', ...(values['node-options'] && { NODE_OPTIONS: values['node-options'] }) });
+    const metricsPort = await freePort();
+    plugin = await startPluginInTempDir({
+      LOG_LEVEL: 'info',
+      OSSNAS_METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
+      ...(values['node-options'] && { NODE_OPTIONS: values['node-options'] }),
+    });
     cleanup.add('plugin', async () => {
       client?.close();
       await finishPlugin(plugin); // stops it, lazily unmounts what is left below its directory, deletes that
@@ -189,6 +354,14 @@ async function main(): Promise<void> {
         viaPlugin.push(await p());
       }
     }
+    const together = await concurrentPhase({
+      client,
+      plugin,
+      volumes: order.slice(warmup + cycles, warmup + cycles + CONCURRENT),
+      rawArgs: argv.raw,
+      rawDir,
+      metricsPort,
+    });
     const loadAfter = loadavg();
 
     const sum = (c: Cycle) => c.mountMs + c.unmountMs;
@@ -242,7 +415,9 @@ async function main(): Promise<void> {
     const verdict = `plugin's share (median Mount+Unmount via plugin - median raw): ${fmtMs(share)} ms; issue 6 target <= 5 ms (rclone: ~40 ms per call at 10 000 volumes)`;
     process.stdout.write(`${header.join('\n')}\n\n${table}\n\n${verdict}\n`);
 
-    await writeJsonReport(values.out, { meta, summary: { ...s, shareMs: share }, viaPlugin, raw });
+    process.stdout.write(`\n${formatConcurrent(together)}\n`);
+
+    await writeJsonReport(values.out, { meta, summary: { ...s, shareMs: share, concurrent: together }, viaPlugin, raw });
   } catch (err) {
     logPluginTail(plugin);
     throw err;

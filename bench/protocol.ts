@@ -4,7 +4,7 @@
 //
 //   npm run bench -- --n 100,1000,10000     (the default N)
 //   npm run bench -- --quick                (N=100 only, well under a minute)
-//   options: --reads 2000 (calls per Get/Path phase)  --servers ossnas,rclone,floor
+//   options: --reads 2000 (calls per Get/Path phase)  --servers ossnas,ossnas-keys,rclone,floor
 //            --out .cache/bench-protocol.json
 // Needs `npm run build` first (ossnas runs from dist/) and rclone (apt-get install -y rclone).
 // No root needed and no Docker: nothing is ever mounted (no Mount call is made).
@@ -16,11 +16,11 @@ import { checkBuild, runMeta } from './build.js';
 import { BenchClient, CONCURRENCY, phase, shuffled, type Phase } from './client.js';
 import { dirBytes, mountsBelow, type Launcher } from './process.js';
 import { floor } from './servers/floor.js';
-import { ossnas, REPO_ROOT } from './servers/ossnas.js';
+import { ossnas, ossnasKeys, REPO_ROOT } from './servers/ossnas.js';
 import { rclone } from './servers/rclone.js';
-import { formatTable, type ServerResult } from './table.js';
+import { formatScaling, formatTable, type ServerResult } from './table.js';
 
-const LAUNCHERS: Record<string, Launcher> = { ossnas, rclone, floor };
+const LAUNCHERS: Record<string, Launcher> = { ossnas, 'ossnas-keys': ossnasKeys, rclone, floor };
 const CAPABILITIES_CALLS = 1000;
 /** Calls before any measurement, so that each server is measured warm, as a long-running plugin is. */
 const WARMUP_CALLS = 2000;
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
       n: { type: 'string', default: '100,1000,10000' },
       quick: { type: 'boolean', default: false },
       reads: { type: 'string', default: '2000' },
-      servers: { type: 'string', default: 'ossnas,rclone,floor' },
+      servers: { type: 'string', default: 'ossnas,ossnas-keys,rclone,floor' },
       out: { type: 'string', default: path.join('.cache', 'bench-protocol.json') },
     },
   });
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     if (!l) throw new Error(`unknown server '${s}'; known: ${Object.keys(LAUNCHERS).join(', ')}`);
     return l;
   });
-  if (launchers.includes(ossnas)) await checkBuild();
+  if (launchers.includes(ossnas) || launchers.includes(ossnasKeys)) await checkBuild();
   const versions = Object.fromEntries(await Promise.all(launchers.map(async (l) => [l.name, await l.version()] as const)));
 
   const started = new Date();
@@ -192,7 +192,7 @@ async function main(): Promise<void> {
     '  its state file in place without fsync; the floor keeps nothing (docs/development.md)',
     `  time ${((Date.now() - started.getTime()) / 1000).toFixed(0)} s`,
   ];
-  process.stdout.write(`${header.join('\n')}\n\n${tables.join('\n\n')}\n`);
+  process.stdout.write(`${header.join('\n')}\n\n${tables.join('\n\n')}\n\n${formatScaling(results)}\n`);
 
   const out = path.resolve(REPO_ROOT, values.out);
   await mkdir(path.dirname(out), { recursive: true });

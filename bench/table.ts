@@ -81,7 +81,7 @@ function pad(cells: string[], widths: number[]): string {
 /** The table for one N, as text. */
 export function formatTable(n: number, results: ServerResult[]): string {
   const by = (name: string) => results.find((r) => r.server === name);
-  const servers = ['ossnas', 'rclone', 'floor'].filter((s) => by(s));
+  const servers = ['ossnas', 'ossnas-keys', 'rclone', 'floor'].filter((s) => by(s));
   const header = [`N = ${n}`, ...servers, 'ossnas/rclone', 'ossnas/floor', 'better'];
   const body = ROWS.map((row) => [
     row.label,
@@ -96,4 +96,23 @@ export function formatTable(n: number, results: ServerResult[]): string {
     .filter((r) => r.restartVolumes !== (r.server === 'floor' ? 0 : r.n))
     .map((r) => `! ${r.server}: the first List after the restart returned ${r.restartVolumes} volumes, not ${r.n}`);
   return [pad(header, widths), rule, ...body.map((r) => pad(r, widths)), ...notes].join('\n');
+}
+
+/**
+ * Whether a durable operation costs the same whatever N: Create and Remove ops/s at the largest N
+ * over the same at the smallest, per server (target: within 20 %, a ratio of 0.8 or more).
+ */
+export function formatScaling(results: ServerResult[]): string {
+  const ns = [...new Set(results.map((r) => r.n))].sort((a, b) => a - b);
+  if (ns.length < 2) return 'Create/Remove at the largest N over the smallest: needs two N';
+  const [small, large] = [ns[0]!, ns[ns.length - 1]!];
+  const lines = [`Create and Remove ops/s at N=${large} over N=${small} (1.00: the same cost whatever N)`];
+  for (const server of [...new Set(results.map((r) => r.server))]) {
+    const at = (n: number) => results.find((r) => r.server === server && r.n === n);
+    const [a, b] = [at(small), at(large)];
+    if (!a || !b) continue;
+    const q = (x: number, y: number) => (y > 0 ? (x / y).toFixed(2) : '-');
+    lines.push(`  ${server.padEnd(12)} Create ${q(b.create.opsPerSec, a.create.opsPerSec)}  Remove ${q(b.remove.opsPerSec, a.remove.opsPerSec)}`);
+  }
+  return lines.join('\n');
 }

@@ -59,3 +59,15 @@ export const ossnas: Launcher = {
     return `ossnas ${pkg.version}, node ${process.version}`;
   },
 };
+
+/**
+ * The same plugin with OSS volumes created with inline keys, as the outside harness of issue 18
+ * did: their keys are kept apart from the state, so a Remove must still cost one small write.
+ * Create checks the options and the keys' presence only (no request reaches the endpoint, which
+ * is a closed port), and nothing is mounted.
+ */
+export const ossnasKeys: Launcher = {
+  ...ossnas,
+  name: 'ossnas-keys',
+  createOpts: { type: 'oss', bucket: 'bench', url: 'http://127.0.0.1:9', akId: 'LTAIbenchkeyid000000', akSecret: 'bench-secret-not-a-real-one-0000' },
+};

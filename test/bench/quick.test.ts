@@ -35,11 +35,13 @@ async function runQuick(script: string): Promise<Record<string, unknown>> {
 }
 
 describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 60_000 }, () => {
-  it('protocol: ossnas, rclone and the floor each answered every phase', async () => {
+  it('protocol: ossnas (with and without inline keys), rclone and the floor each answered every phase', async () => {
     const j = await runQuick('protocol');
-    const results = j.results as { server: string; create: { opsPerSec: number }; getSeq: { p99Ms: number } }[];
-    assert.deepEqual([...new Set(results.map((r) => r.server))].sort(), ['floor', 'ossnas', 'rclone']);
-    for (const r of results) assert.ok(r.create.opsPerSec > 0 && r.getSeq.p99Ms > 0, `${r.server}: ${JSON.stringify(r).slice(0, 300)}`);
+    const results = j.results as { server: string; create: { opsPerSec: number }; getSeq: { p99Ms: number }; remove: { opsPerSec: number } }[];
+    assert.deepEqual([...new Set(results.map((r) => r.server))].sort(), ['floor', 'ossnas', 'ossnas-keys', 'rclone']);
+    for (const r of results) {
+      assert.ok(r.create.opsPerSec > 0 && r.getSeq.p99Ms > 0 && r.remove.opsPerSec > 0, `${r.server}: ${JSON.stringify(r).slice(0, 300)}`);
+    }
   });
 
   for (const script of ['mount-cycle', 'restore', 'data-path', 'docker-run']) {
