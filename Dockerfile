@@ -14,6 +14,10 @@ ARG BASE_IMAGE=node:24-bookworm-slim
 
 # ---- build: compile TypeScript, then drop dev dependencies ----------------------------------
 FROM ${BASE_IMAGE} AS build
+# gcc + libc6-dev: the spawn helper (native/ossnas-spawn.c), built static by the build's postbuild.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Manifests first, so the dependency layer is reused while only sources change.
 COPY package.json package-lock.json ./
@@ -21,6 +25,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
+COPY native ./native
+COPY scripts/build-native.sh ./scripts/
 RUN npm run build \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
@@ -42,6 +48,7 @@ WORKDIR /app
 COPY --from=build /src/package.json /src/package-lock.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+COPY --from=build /src/native/ossnas-spawn ./native/
 # Mount points and directories config.json and the app expect (same list as rootfs.build.sh).
 RUN mkdir -p /run/docker/plugins /mnt/volumes /var/lib/ossnas /etc/ossnas/credentials /run/ossnas
 # For `docker run` while debugging; as a plugin, config.json's entrypoint is what runs.

@@ -210,6 +210,9 @@ npm run --silent build -- --outDir "$STAGE/app/dist"
 wait "$PROD_DEPS_PID" || die "npm ci --omit=dev failed"
 PROD_DEPS_PID=
 [[ -f $STAGE/app/dist/main.js ]] || die "build produced no dist/main.js"
+# The spawn helper, built by the build's postbuild step (scripts/build-native.sh), static.
+mkdir -p "$STAGE/app/native"
+cp native/ossnas-spawn "$STAGE/app/native/" || die "build produced no native/ossnas-spawn"
 
 # ---------------------------------------------------------------------------------------------
 # 3. Assemble $OUT.tmp, then swap it in

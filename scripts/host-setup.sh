@@ -18,9 +18,10 @@ fi
 # busybox-static: the one-binary image test containers run;
 # qemu-system-x86: the guest kernel with NFS that the NAS tests run in (scripts/nfs-guest.sh;
 # this machine's kernel has no NFS), which also fetches its kernel package with apt-get download;
-# rclone: `rclone serve docker`, the plugin the benchmarks (bench/) measure ossnas against.
+# rclone: `rclone serve docker`, the plugin the benchmarks (bench/) measure ossnas against;
+# gcc + libc6-dev: the build compiles the spawn helper (native/ossnas-spawn.c), statically.
 packages=(s3fs fuse3 util-linux e2fsprogs xfsprogs debootstrap docker-registry busybox-static ca-certificates curl
-          qemu-system-x86 rclone)
+          qemu-system-x86 rclone gcc libc6-dev)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 

@@ -75,9 +75,11 @@ async function main(): Promise<void> {
   }
   ready.resolve(driver);
   log.info({ volumes: driver.list().length }, 'state loaded');
-  // Loaded after the state, so that Get and List are answered sooner, and now, so that the first
-  // Mount does not wait for it.
-  void import('./host/exec.js').then((m) => m.loadExeca());
+  // The spawn helper that starts every process (host/spawner.ts), now rather than at the first
+  // Mount: the one fork of the plugin Node makes, while the plugin is idle.
+  void import('./host/spawner.js')
+    .then((m) => m.startSpawnHelper())
+    .catch((err: Error) => log.error({ err: err.message }, 'the spawn helper did not start; mounts will fail until it does'));
   // In the background: calls are answered meanwhile (a held volume's Mount waits for its repair).
   void driver.restore().then((r) => {
     metrics?.observeRestore(r);

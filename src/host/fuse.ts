@@ -3,12 +3,12 @@
 // mountpoint is answered by a FUSE filesystem (a double-forking client gives no such signal).
 import { readFile, statfs } from 'node:fs/promises';
 import path from 'node:path';
-import type { ResultPromise } from 'execa';
 import type { Logger } from '../log.js';
 import { scrub } from '../redact.js';
 import { leaveOurCgroups } from './cgroups.js';
 import { processIds, statFields } from './proc.js';
-import { loadExeca, run } from './exec.js';
+import { run } from './exec.js';
+import { SpawnError, startProcess, type Started } from './spawner.js';
 import { findMount, type MountEntry } from './mountinfo.js';
 import { lazyUnmount } from './unmount.js';
 
@@ -85,31 +85,24 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
-  const execa = await loadExeca();
-  const child: ResultPromise = execa(spec.command, spec.args, {
-    env: spec.env,
-    extendEnv: false,
-    ...(spec.cwd && { cwd: spec.cwd }),
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    // The daemon must not die with us: in host-process mode it keeps serving containers
-    // across an ossnas restart. Inside a managed plugin the cgroup decides anyway.
-    cleanup: false,
-    detached: true,
-  });
-
   // s3fs writes early errors to stderr and its log ([CRT], [ERR] ...) to stdout: keep the tail
   // of both, without the chatty [INF]/[DBG] lines.
   let tail = '';
-  const collect = (chunk: string) => {
-    tail = (tail + chunk).slice(-STDERR_TAIL_BYTES);
-  };
-  for (const stream of [child.stdout, child.stderr]) {
-    stream?.setEncoding('utf8');
-    stream?.on('data', collect);
+  let child: Started;
+  try {
+    child = await startProcess(spec.command, spec.args, {
+      env: spec.env,
+      ...(spec.cwd && { cwd: spec.cwd }),
+      // The daemon must not die with us: in host-process mode it keeps serving containers
+      // across an ossnas restart. Inside a managed plugin the cgroup decides anyway.
+      detached: true,
+      onOutput: (_stream, chunk) => {
+        tail = (tail + chunk).slice(-STDERR_TAIL_BYTES);
+      },
+    });
+  } catch (err) {
+    if (err instanceof SpawnError) throw new FuseMountError(`${spec.command} could not be started (${err.code})`);
+    throw err;
   }
   const stderrTail = () =>
     scrub(
@@ -122,9 +115,9 @@ export async function startFuseDaemon(spec: FuseStart): Promise<FuseDaemon> {
     );
 
   let done = false;
-  const exited: Promise<FuseExit> = child.then((r) => {
+  const exited: Promise<FuseExit> = child.exited.then((r) => {
     done = true;
-    return { code: r.exitCode, signal: r.signal, stderr: stderrTail() };
+    return { code: r.code, signal: r.signal, stderr: stderrTail() };
   });
   const daemon: FuseDaemon = { command: spec.command, pid: child.pid, exited, stderrTail, stop: () => void stopProcess(child, exited) };
   const name = spec.command;
@@ -178,7 +171,7 @@ async function outliveUs(pid: number, hostPid: number, command: string, log: Log
 }
 
 /** SIGTERM, a second to go, then SIGKILL and another second: within FUSE_STOP_MS with the lazy unmount after it. */
-async function stopProcess(child: ResultPromise, exited: Promise<unknown>): Promise<void> {
+async function stopProcess(child: Started, exited: Promise<unknown>): Promise<void> {
   child.kill('SIGTERM');
   const stopped = await Promise.race([exited.then(() => true), sleep(1000).then(() => false)]);
   if (!stopped) {
