@@ -65,21 +65,52 @@ export class MountUsersUnknown extends Error {}
  * mounted at `target`. Needs the host's PIDs (pidhost) to see containers.
  */
 export async function mountUsers(target: string, ours: readonly string[]): Promise<string[]> {
-  const mine = await findMount(target);
-  if (!mine) return [];
-  return mountsAnywhere((m) => showsPartOf(m, mine) && !ours.some((dir) => pathWithin(m.mountPoint, path.resolve(dir))));
+  return (await mountUsersAsOfNow())(target, ours);
+}
+
+/** Who holds a target, from a reading of every namespace made once (see mountUsersAsOfNow). */
+export type MountUsersLookup = (target: string, ours: readonly string[]) => Promise<string[]>;
+
+/**
+ * Every namespace's mounts, read now, and a lookup that answers mountUsers() from that reading
+ * for any number of targets. A start that checks the references of 200 held volumes reads the
+ * host's namespaces once instead of 200 times: with a holder per volume, the reads were
+ * quadratic (200 namespaces of 200 mounts, for each volume: about 2 minutes of a restore).
+ * The answers are those of the moment of reading: a mount made later is not in them.
+ */
+export async function mountUsersAsOfNow(): Promise<MountUsersLookup> {
+  const namespaces = await everyNamespace();
+  return async (target, ours) => {
+    const mine = await findMount(target);
+    if (!mine) return [];
+    const roots = ours.map((dir) => path.resolve(dir));
+    return usersIn(namespaces, (m) => showsPartOf(m, mine) && !roots.some((dir) => pathWithin(m.mountPoint, dir)));
+  };
 }
 
 /**
  * Every mount of the block device `device` (major:minor), in any mount namespace on the host, as
  * "PID n: /path": whoever still has its filesystem mounted, with or without a mount of ours.
  */
-export function deviceUsers(device: string): Promise<string[]> {
-  return mountsAnywhere((m) => m.device === device);
+export async function deviceUsers(device: string): Promise<string[]> {
+  return usersIn(await everyNamespace(), (m) => m.device === device);
 }
 
-/** The mounts that `wanted` picks, in every mount namespace on the host, each as "PID n: /path". */
-async function mountsAnywhere(wanted: (m: MountEntry) => boolean): Promise<string[]> {
+/** One process of each mount namespace on the host, with that namespace's mounts. */
+interface Namespace {
+  pid: number;
+  mounts: MountEntry[];
+}
+
+/** The mounts that `wanted` picks, each as "PID n: /path". */
+function usersIn(namespaces: readonly Namespace[], wanted: (m: MountEntry) => boolean): string[] {
+  const users: string[] = [];
+  for (const ns of namespaces) for (const m of ns.mounts) if (wanted(m)) users.push(`PID ${ns.pid}: ${m.mountPoint}`);
+  return users;
+}
+
+/** Every mount namespace on the host, each read once. */
+async function everyNamespace(): Promise<Namespace[]> {
   // A wrong "nobody" would let a stale reference be released under a running container.
   if ((await readlink('/proc/self/ns/pid').catch(() => '')) !== INITIAL_PID_NS) {
     throw new MountUsersUnknown("this process does not see the host's processes (the managed plugin needs pidhost)");
@@ -87,7 +118,7 @@ async function mountsAnywhere(wanted: (m: MountEntry) => boolean): Promise<strin
   // Each namespace is read once. Its ns/mnt link tells it cheaply, but needs ptrace rights that
   // some processes (non-dumpable ones) deny; /proc/PID/mountinfo is readable for every process.
   const seen = new Set<string>();
-  const users: string[] = [];
+  const namespaces: Namespace[] = [];
   for (const pid of await processIds()) {
     const ns = await readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
     if (ns && seen.has(ns)) continue;
@@ -103,7 +134,7 @@ async function mountsAnywhere(wanted: (m: MountEntry) => boolean): Promise<strin
     }
     if (!text || seen.has(text)) continue;
     seen.add(text);
-    for (const m of parseMountinfo(text)) if (wanted(m)) users.push(`PID ${pid}: ${m.mountPoint}`);
+    namespaces.push({ pid, mounts: parseMountinfo(text) });
   }
-  return users;
+  return namespaces;
 }

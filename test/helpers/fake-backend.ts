@@ -18,6 +18,8 @@ export class FakeBackend implements Backend {
   readonly users = new Map<string, string[]>();
   /** Whether the host double cannot see every namespace (mountUsers throws MountUsersUnknown). */
   usersUnknown = false;
+  /** How many times the host double read every namespace at once (mountUsersAsOfNow). */
+  namespaceReadings = 0;
   /** The host's boot ID as the host double reports it; a test "reboots" by changing it. */
   bootId: string | undefined = 'boot-1';
   failNextUnmount = false;

@@ -26,6 +26,13 @@ export async function fakeDriver(dir: string, fake = new FakeBackend(), stateOpt
       if (fake.usersUnknown) throw new MountUsersUnknown('the double cannot see every namespace');
       return fake.mounted.has(p) ? (fake.users.get(p) ?? []) : [];
     },
+    // One reading of the double's namespaces, answered as of that moment.
+    mountUsersAsOfNow: async () => {
+      fake.namespaceReadings++;
+      if (fake.usersUnknown) throw new MountUsersUnknown('the double cannot see every namespace');
+      const [mounted, users] = [new Set(fake.mounted), new Map(fake.users)];
+      return async (p) => (mounted.has(p) ? (users.get(p) ?? []) : []);
+    },
     bootId: async () => fake.bootId,
   }, stateOptions);
   return { driver, fake, settings, lines };

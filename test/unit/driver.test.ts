@@ -656,6 +656,29 @@ describe('references from before a start that no container holds (their containe
     assert.equal(fake.mounted.has(target), false, 'B was the only reference');
   });
 
+  it('a start with many held volumes reads the host\'s namespaces once for all of them, and keeps or releases each by that reading', async () => {
+    const { driver, dir, settings } = await setup();
+    const names = Array.from({ length: 30 }, (_, i) => `v${i}`);
+    for (const n of names) {
+      await driver.create(n, opts);
+      await driver.mount(n, 'A');
+    }
+    driver.close();
+    const fake2 = new FakeBackend();
+    for (const [i, n] of names.entries()) {
+      const t = path.join(settings.mountRoot, n);
+      fake2.mounted.add(t);
+      if (i % 3 !== 0) heldByContainer(fake2, t); // every third one: its container died with the node
+    }
+    const restarted = await fakeDriver(dir, fake2);
+    cleanups.push(async () => restarted.driver.close());
+    const report = await restarted.driver.restore();
+    assert.equal(fake2.namespaceReadings, 1, 'one reading of the namespaces for 30 volumes');
+    assert.deepEqual(report.released.sort(), names.filter((_, i) => i % 3 === 0).sort());
+    assert.equal(report.adopted.length, 20);
+    for (const [i, n] of names.entries()) assert.equal(restarted.driver.get(n).Status?.refs, i % 3 === 0 ? 0 : 1, n);
+  });
+
   it('only references loaded at the start are ever settled: one taken since, whose container is not there yet, stays', async () => {
     // B is taken after the start; no container holds the mount yet (its container is being created).
     const { driver, fake, target } = await restartedWithA((f, t) => heldByContainer(f, t));
