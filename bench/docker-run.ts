@@ -13,7 +13,7 @@
 // which it removes at the end, with its volume, the S3 server and every temporary directory.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -35,6 +35,7 @@ import { LOCAL_PROFILE, setUpPlugin } from '../test/helpers/e2e-setup.js';
 import { percentile } from './client.js';
 import { runMeta } from './build.js';
 import { clientArgv, log, writeJsonReport } from './fuse-host.js';
+import { parsePluginCalls, readFrom, wallNow, type PluginCall } from './plugin-log.js';
 
 const PLUGIN = 'ossnas-bench-docker-run';
 const BUCKET = 'bench';
@@ -63,8 +64,6 @@ async function timeLimit<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
     clearTimeout(timer);
   }
 }
-/** Wall-clock time in ms with sub-ms resolution, comparable with the plugin's log timestamps. */
-const wallNow = () => performance.timeOrigin + performance.now();
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup: everything set up is undone in reverse order, once, also on error and on a signal.
@@ -154,53 +153,6 @@ async function rawS3fs(argv: string[], env: Record<string, string>, target: stri
     if (!done) child.kill('SIGKILL');
     if (await findMount(target)) await execa('umount', ['-l', target], { reject: false });
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The plugin's log lines in dockerd's log
-// ---------------------------------------------------------------------------------------------
-
-interface PluginCall {
-  call: string;
-  volume: string | undefined;
-  ms: number;
-  status: number;
-  /** Wall clock (ms since the epoch) when the plugin answered (its log line's time, +0.5 for the ms truncation) and when the call began. */
-  end: number;
-  start: number;
-}
-
-/** dockerd logs each line a plugin prints as `time=... level=info msg="<line, Go-quoted>" plugin=<id>`. */
-export function parsePluginCalls(text: string, pluginId: string): PluginCall[] {
-  const calls: PluginCall[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.includes(`plugin=${pluginId}`)) continue;
-    const quoted = /msg="((?:[^"\\]|\\.)*)"/.exec(line)?.[1];
-    if (quoted === undefined) continue;
-    let entry: Record<string, unknown>;
-    try {
-      entry = JSON.parse(JSON.parse(`"${quoted}"`) as string) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
-    if (entry.msg !== 'call' && entry.msg !== 'call failed') continue;
-    const end = Date.parse(String(entry.time)) + 0.5;
-    const ms = Number(entry.ms);
-    calls.push({
-      call: String(entry.call).replace(/^VolumeDriver\./, ''),
-      volume: entry.volume as string | undefined,
-      ms,
-      status: Number(entry.status),
-      end,
-      start: end - ms,
-    });
-  }
-  return calls;
-}
-
-async function readFrom(file: string, offset: number): Promise<string> {
-  const buf = await readFile(file);
-  return buf.subarray(Math.min(offset, buf.length)).toString('utf8');
 }
 
 // ---------------------------------------------------------------------------------------------
