@@ -11,6 +11,8 @@ export interface PluginCall {
   volume: string | undefined;
   ms: number;
   status: number;
+  /** The error the plugin answered with, when it failed. */
+  err?: string;
   /** Wall clock (ms since the epoch) when the plugin answered (its log line's time, +0.5 for the ms truncation) and when the call began. */
   end: number;
   start: number;
@@ -37,6 +39,7 @@ export function parsePluginCalls(text: string, pluginId: string): PluginCall[] {
       volume: entry.volume as string | undefined,
       ms,
       status: Number(entry.status),
+      ...(typeof entry.err === 'string' && { err: entry.err }),
       end,
       start: end - ms,
     });
@@ -48,4 +51,14 @@ export function parsePluginCalls(text: string, pluginId: string): PluginCall[] {
 export async function readFrom(file: string, offset: number): Promise<string> {
   const buf = await readFile(file);
   return buf.subarray(Math.min(offset, buf.length)).toString('utf8');
+}
+
+/**
+ * dockerd's own warnings and errors (not a plugin's output, which carries `plugin=<id>`) that
+ * name one of `words`: a plugin call that failed or timed out in dockerd, a volume it could not mount.
+ */
+export function dockerdComplaints(text: string, words: string[]): string[] {
+  return text
+    .split('\n')
+    .filter((l) => /\blevel=(warning|error|fatal)\b/.test(l) && !/\bplugin=[0-9a-f]{64}\b/.test(l) && words.some((w) => l.includes(w)));
 }
