@@ -147,6 +147,8 @@ interface BurstResult {
   teardownMs?: number;
   teardownEnd?: number;
   failures: string[];
+  /** What went wrong around the burst without being ossnas's or the burst's doing. */
+  notes: string[];
   items: Item[];
 }
 
@@ -347,11 +349,25 @@ class RawMounts {
     }
   }
 
-  /** Unmounts every mount and waits for its s3fs to exit. */
-  async unmountAll(): Promise<void> {
+  /**
+   * Unmounts every mount and waits for its s3fs to exit. A client still running 20 s after its
+   * umount serves a copy of its mount in another mount namespace (a process that unshared its
+   * namespace while the mount was up, such as the tests' holders on a shared machine): it is
+   * stopped, and a note says so.
+   */
+  async unmountAll(): Promise<string | undefined> {
     const pids = await s3fsClientsBelow(this.dir);
-    for (const mp of (await mountsBelow(this.dir)).reverse()) await execa('umount', [mp], { reject: false });
-    if (!(await waitGone(pids, 20_000))) throw new Error('raw s3fs clients did not exit within 20 s of their umount');
+    const refused: string[] = [];
+    for (const mp of (await mountsBelow(this.dir)).reverse()) {
+      const r = await execa('umount', [mp], { reject: false });
+      if (r.exitCode !== 0) refused.push(`umount ${mp}: ${r.stderr.trim()}`);
+    }
+    if (refused.length) throw new Error(`${refused.length} umounts failed, e.g. ${refused[0]}`);
+    if (await waitGone(pids, 20_000)) return undefined;
+    const left = await s3fsClientsBelow(this.dir);
+    for (const pid of left) process.kill(pid, 'SIGTERM');
+    if (!(await waitGone(left, 10_000))) for (const pid of left) process.kill(pid, 'SIGKILL');
+    return `${left.length} raw s3fs clients still ran 20 s after their umount (another mount namespace held their mounts): stopped`;
   }
 }
 
@@ -506,7 +522,8 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
   await raw.prepare(n);
   if (has('raw')) {
     await raw.mount(launcher, 1, wallNow() + 20_000);
-    await raw.unmountAll();
+    const note = await raw.unmountAll();
+    if (note) log(`[setup] warm-up: ${note}`);
   }
   const rootfs = path.join(path.dirname(plugin.propagatedMount), 'rootfs');
   const versions = {
@@ -549,7 +566,7 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
     itemOf: (attrs: Record<string, string>) => number | undefined,
     start: (its: Item[], t0: number) => Promise<void>,
     runningCount: (its: Item[]) => Promise<number>,
-    teardown: (its: Item[]) => Promise<void>,
+    teardown: (its: Item[]) => Promise<string | undefined | void>,
     check?: (its: Item[], t0: number) => Promise<boolean>,
   ): Promise<BurstResult> => {
     const its = items();
@@ -592,12 +609,20 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
       machineBusyPct: (100 * (cpu1.busy - cpu0.busy)) / Math.max(1, cpu1.total - cpu0.total),
       loadavg: { before, after },
       failures,
+      notes: [],
       items: its,
     };
     log(`[${kind}] all running after ${fmtMs(r.allStartedMs ?? NaN)} ms, every marker after ${fmtMs(r.allMarkersMs ?? NaN)} ms` +
       `${failures.length ? `; ${failures.length} failures, e.g. ${failures[0]}` : ''}`);
     const td = performance.now();
-    await teardown(its);
+    try {
+      const note = await teardown(its);
+      if (note) r.notes.push(`${kind} teardown: ${note}`);
+    } catch (err) {
+      // Recorded, and the run goes on: the next burst's setting may still be clean, and the cleanup removes what is left.
+      r.failures.push(`${kind} teardown: ${(err as Error).message}`);
+      log(`[${kind}] teardown failed: ${(err as Error).message}`);
+    }
     r.teardownMs = performance.now() - td;
     r.teardownEnd = wallNow();
     results.push(r);
@@ -681,14 +706,14 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
       // The mounts stay for the bind service; without it they go now.
       async (its) => {
         await removeContainers(its);
-        if (!has('service')) await raw.unmountAll();
+        return has('service') ? undefined : raw.unmountAll();
       },
     );
   }
   if (has('service') && has('raw')) {
     await burst('service-bind', bySlot(svcBind), scale(svcBind), () => runningTasks(svcBind), async () => {
       await scaleDown(svcBind)();
-      await raw.unmountAll();
+      return raw.unmountAll();
     }, tasksUp(svcBind));
   }
   if (has('service')) {
@@ -709,6 +734,7 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
   const all = summariseCalls(calls);
   const complaints = dockerdComplaints(logText, [PLUGIN, plugin.id]);
   const timeouts = complaints.filter((l) => /deadline exceeded|timeout|timed out/i.test(l));
+  const notes = results.flatMap((r) => r.notes);
   const cliFailures = results.flatMap((r) => r.items.filter((it) => it.error?.startsWith('docker ')).map((it) => it.error!));
   const cliTimeouts = cliFailures.filter((e) => / timed out after /.test(e));
   const failures = [
@@ -768,6 +794,10 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
   const callLines = [`plugin calls (dockerd's log; the plugin's own time per call, from its request to its answer):`];
   for (const [kind, c] of Object.entries(callsPerBurst)) {
     const cs = (s: CallSummary) => Object.entries(s.counts).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+    if (!Object.keys(c.burst.counts).length && !Object.keys(c.teardown.counts).length) {
+      callLines.push(`  ${kind}: no plugin call`);
+      continue;
+    }
     callLines.push(
       `  ${kind}: ${cs(c.burst)}; Mount p50 ${ms(c.burst.mount.p50)}, p90 ${ms(c.burst.mount.p90)}, slowest ${ms(c.burst.slowestMount?.ms)} ms` +
         `${c.burst.slowestMount ? ` (${c.burst.slowestMount.volume})` : ''}; teardown: ${cs(c.teardown)}, slowest ${c.teardown.slowest ? `${c.teardown.slowest.call} ${ms(c.teardown.slowest.ms)} ms` : '-'}`,
@@ -788,6 +818,7 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
     `${header.join('\n')}\n\n${table}\n${ratioLines.join('\n')}\n\n${callLines.join('\n')}\n` +
       `\ndocker calls of the bursts: ${cliFailures.length} failed, of which ${cliTimeouts.length} timed out (after ${CLI_TIMEOUT_MS / 1000} s); ` +
       `dockerd's complaints of a timeout: ${timeouts.length}\n` +
+      notes.map((n) => `note: ${n}\n`).join('') +
       (failures.length ? `FAILED: ${failures.length} problems:\n${failures.slice(0, 20).map((f) => `  ${f}`).join('\n')}\n` : 'no problem: every container and task came up\n'),
   );
   await writeJsonReport(out, {
@@ -799,6 +830,7 @@ async function bench(n: number, kinds: Kind[], out: string, started: Date, logPa
     dockerdComplaints: complaints.slice(0, 50),
     dockerCalls: { failed: cliFailures, timedOut: cliTimeouts.length, dockerdTimeouts: timeouts },
     failures,
+    notes,
   });
   if (failures.length) throw new Error(`${failures.length} problems in the run (listed above)`);
 }
