@@ -83,8 +83,8 @@ const CLI_TIMEOUT_MS = 180_000;
 const BURST_TIMEOUT_MS = 240_000;
 const TEARDOWN_TIMEOUT_MS = 180_000;
 const MARKER_POLL_MS = 50;
-/** How often the raw side polls statfs of a new mount: as often as the plugin's readiness wait. */
-const STATFS_POLL_MS = 10;
+/** How often the raw side polls statfs of a new mount: as often as the plugin's readiness wait (src/host/fuse.ts). */
+const STATFS_POLL_MS = 2;
 const FUSE_SUPER_MAGIC = 0x65735546;
 /** The container's command: `sh -c TASK_SCRIPT MARKER` writes /data/MARKER, reads it back, and idles. */
 const TASK_SCRIPT = 'f="/data/$0"; echo "$(hostname)" > "$f" && [ "$(cat "$f")" = "$(hostname)" ] && exec sleep 3600';
