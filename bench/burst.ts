@@ -3,7 +3,7 @@
 // mounts by this script, each bind-mounted into its container, so that Docker's own container
 // start is on both sides. Target: the ossnas burst <= 1.2 x the raw one.
 //
-//   node --import tsx bench/burst.ts              N = 50: 3-4 min after the plugin's install
+//   node --import tsx bench/burst.ts              N = 50: 2.5-3 min after the plugin's install
 //   node --import tsx bench/burst.ts --quick      N = 5: 1-1.5 min after it
 //   options: --count 50  --kinds run,service,raw  --out .cache/bench-burst.json
 //
