@@ -332,10 +332,10 @@ async function main(): Promise<void> {
   const logPath = await dockerdLogPath();
   if (!logPath) throw new Error("cannot find dockerd's log (its stdout is not a file); set OSSNAS_E2E_DOCKERD_LOG=FILE");
 
-  // --- setup: S3 server, plugin (every call is logged at info, which the call counts read), volumes
+  // --- setup: S3 server, plugin (LOG_LEVEL=debug logs every call, the reads too: the call counts read them), volumes
   log(`[setup] building the plugin bundle and installing it as ${PLUGIN} (the e2e route: rootfs.build.sh, docker plugin create)`);
   let t0 = performance.now();
-  const setup = await setUpPlugin(PLUGIN, { buckets: [BUCKET], env: { LOG_LEVEL: 'info' } });
+  const setup = await setUpPlugin(PLUGIN, { buckets: [BUCKET], env: { LOG_LEVEL: 'debug' } });
   undo.push(['plugin, its volumes and containers, state and credentials dirs, S3 server', () => setup.cleanup()]);
   const { plugin, s3 } = setup;
   log(`[setup] plugin ${plugin.id.slice(0, 12)} enabled, S3 server ${s3!.url}, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -598,7 +598,7 @@ async function main(): Promise<void> {
   const header = [
     `docker run benchmark (mount path), ${meta.date}, ossnas ${meta.revision}; ${meta.cpus} x ${meta.cpuModel}`,
     `  dockerd ${versions.dockerd}; s3fs: host ${versions.s3fsHost}, plugin ${versions.s3fsPlugin}; s3rver on 127.0.0.1, bucket ${BUCKET}`,
-    `  image ${TEST_IMAGE}, command 'true'; plugin ${PLUGIN} with LOG_LEVEL=info; rounds interleaved (the first kind rotates)`,
+    `  image ${TEST_IMAGE}, command 'true'; plugin ${PLUGIN} with LOG_LEVEL=debug; rounds interleaved (the first kind rotates)`,
     `  load average before ${loadBefore.join(' ')}, after ${loadAfter.join(' ')}; rounds took ${roundsSeconds.toFixed(0)} s`,
   ];
   process.stdout.write(`${header.join('\n')}\n\n${mainTable}\n${verdictLines.join('\n')}\n\n${breakdown.join('\n')}\n`);

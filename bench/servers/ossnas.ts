@@ -48,7 +48,7 @@ export const ossnas: Launcher = {
         OSSNAS_MOUNT_ROOT: path.join(dir, 'volumes'),
         OSSNAS_CREDENTIALS_DIR: path.join(dir, 'credentials'),
         OSSNAS_RUN_DIR: path.join(dir, 'run'),
-        LOG_LEVEL: 'info', // the default: one line per call
+        LOG_LEVEL: 'info', // the default: a line per Create and Remove (and per failure), none per Get or Path
         ...plugin.env,
       },
       socket,

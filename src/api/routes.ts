@@ -148,8 +148,16 @@ export function createRouter(ready: Promise<VolumeDriverProtocol>): Router {
 export type CallObserver = (call: string, status: number, seconds: number) => void;
 
 /**
- * Every answer is JSON; every failure is {Err}; one log line per call, at info (at warn when the
- * plugin failed it), with the volume, the time taken and the outcome.
+ * Calls that only read state, logged at debug when they succeed: dockerd sends a Get before every
+ * Mount, Unmount and `docker volume inspect`, and the info line (a write to stdout per call) was
+ * the largest cost of a Get. Their failures, and every call that changes something, stay at info.
+ */
+const READS = new Set(['/VolumeDriver.Get', '/VolumeDriver.Path', '/VolumeDriver.List', '/VolumeDriver.Capabilities']);
+
+/**
+ * Every answer is JSON; every failure is {Err}; one log line per call, with the volume, the time
+ * taken and the outcome: at info (at warn when the plugin failed it), at debug for a read that
+ * succeeded.
  */
 export function protocolMiddleware(log: Logger, observe?: CallObserver): Koa.Middleware {
   return async (ctx, next) => {
@@ -189,18 +197,22 @@ export function protocolMiddleware(log: Logger, observe?: CallObserver): Koa.Mid
     }
     ctx.type = CONTENT_TYPE;
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    const call = ctx.path.slice(1);
-    const line = {
-      call,
-      volume: ctx.state.volume as string | undefined,
-      ms: Math.round(ms * 100) / 100,
-      status: ctx.status,
-      ...(ctx.status !== 200 && { err: (ctx.body as { Err?: string }).Err }),
-    };
+    const status = ctx.status;
+    const path = ctx.path;
+    const call = path.slice(1);
     // dockerd asks every driver it knows about a volume it cannot place: "no such volume" is no warning.
-    if (ctx.status >= 500 && ctx.state.errorKind !== 'not-found') log.warn(line, 'call failed');
-    else log.info(line, 'call');
+    const level = status >= 500 && ctx.state.errorKind !== 'not-found' ? 'warn' : status === 200 && READS.has(path) ? 'debug' : 'info';
+    if (log.isLevelEnabled(level)) {
+      const line = {
+        call,
+        volume: ctx.state.volume as string | undefined,
+        ms: Math.round(ms * 100) / 100,
+        status,
+        ...(status !== 200 && { err: (ctx.body as { Err?: string }).Err }),
+      };
+      log[level](line, level === 'warn' ? 'call failed' : 'call');
+    }
     // Paths nobody serves are counted under one name: a scanner must not create a series per path.
-    observe?.(ctx.status === 404 || ctx.status === 405 ? 'other' : call, ctx.status, ms / 1000);
+    observe?.(status === 404 || status === 405 ? 'other' : call, status, ms / 1000);
   };
 }

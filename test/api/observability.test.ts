@@ -39,20 +39,18 @@ async function listeningPorts(pid: number): Promise<number[]> {
 }
 
 describe('logs', () => {
-  let p: PluginProcess;
-  before(async () => (p = await startPluginInTempDir({ LOG_LEVEL: 'info' })));
-  after(() => finishPlugin(p));
+  const calls: Array<[string, Record<string, unknown>]> = [
+    ['VolumeDriver.Capabilities', {}],
+    ['VolumeDriver.Create', { Name: 'logged', Opts: NAS }],
+    ['VolumeDriver.Get', { Name: 'logged' }],
+    ['VolumeDriver.List', {}],
+    ['VolumeDriver.Path', { Name: 'logged' }],
+    ['VolumeDriver.Get', { Name: 'nobody-made-this' }],
+    ['VolumeDriver.Create', { Name: 'bad', Opts: { type: 'nas', server: '127.0.0.1', colour: 'blue' } }],
+  ];
 
-  it('one line per call at info, with volume, duration and outcome; a failure at warn with the message', async () => {
-    const calls: Array<[string, Record<string, unknown>]> = [
-      ['VolumeDriver.Capabilities', {}],
-      ['VolumeDriver.Create', { Name: 'logged', Opts: NAS }],
-      ['VolumeDriver.Get', { Name: 'logged' }],
-      ['VolumeDriver.List', {}],
-      ['VolumeDriver.Path', { Name: 'logged' }],
-      ['VolumeDriver.Get', { Name: 'nobody-made-this' }],
-      ['VolumeDriver.Create', { Name: 'bad', Opts: { type: 'nas', server: '127.0.0.1', colour: 'blue' } }],
-    ];
+  /** Makes `calls` and returns the call lines they wrote, once `expected` of them have arrived. */
+  async function callLinesOf(p: PluginProcess, expected: number): Promise<Array<Record<string, unknown>>> {
     const before = logLines(p).length;
     for (const [call, body] of calls) await p.client.call(call, body);
     // pino writes synchronously, but the pipe to this process is read asynchronously. Wait for
@@ -60,25 +58,46 @@ describe('logs', () => {
     // count of all lines can be reached before the last call's line has arrived.
     const callLines = () => logLines(p).slice(before).filter((l) => 'call' in l);
     const deadline = Date.now() + 5000;
-    while (callLines().length < calls.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    const lines = callLines();
+    while (callLines().length < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return callLines();
+  }
+
+  it('one line per call that changes something or fails, at info, with volume, duration and outcome; a failure at warn with the message', async (t) => {
+    const p = await startPluginInTempDir({ LOG_LEVEL: 'info' });
+    t.after(() => finishPlugin(p));
+    const lines = await callLinesOf(p, 3);
     assert.deepEqual(
       lines.map((l) => [l.call, l.volume, l.status, l.level]),
       [
-        ['VolumeDriver.Capabilities', undefined, 200, 30],
         ['VolumeDriver.Create', 'logged', 200, 30],
-        ['VolumeDriver.Get', 'logged', 200, 30],
-        ['VolumeDriver.List', undefined, 200, 30],
-        ['VolumeDriver.Path', 'logged', 200, 30],
         // dockerd asks every driver about a volume it cannot place: not a warning.
         ['VolumeDriver.Get', 'nobody-made-this', 500, 30],
         ['VolumeDriver.Create', 'bad', 500, 40],
       ],
     );
     for (const l of lines) assert.ok(typeof l.ms === 'number' && l.ms >= 0 && l.ms < 5000, `ms in ${JSON.stringify(l)}`);
-    assert.match(String(lines[5]!.err), /nobody-made-this/);
-    assert.match(String(lines[6]!.err), /colour/, 'the failure line carries the message the caller got');
-    assert.equal(lines[6]!.msg, 'call failed');
+    assert.match(String(lines[1]!.err), /nobody-made-this/);
+    assert.match(String(lines[2]!.err), /colour/, 'the failure line carries the message the caller got');
+    assert.equal(lines[2]!.msg, 'call failed');
+  });
+
+  it('reads that succeed (Get, List, Path, Capabilities) at debug', async (t) => {
+    const p = await startPluginInTempDir({ LOG_LEVEL: 'debug' });
+    t.after(() => finishPlugin(p));
+    const lines = await callLinesOf(p, calls.length);
+    assert.deepEqual(
+      lines.map((l) => [l.call, l.volume, l.status, l.level]),
+      [
+        ['VolumeDriver.Capabilities', undefined, 200, 20],
+        ['VolumeDriver.Create', 'logged', 200, 30],
+        ['VolumeDriver.Get', 'logged', 200, 20],
+        ['VolumeDriver.List', undefined, 200, 20],
+        ['VolumeDriver.Path', 'logged', 200, 20],
+        ['VolumeDriver.Get', 'nobody-made-this', 500, 30],
+        ['VolumeDriver.Create', 'bad', 500, 40],
+      ],
+    );
+    for (const l of lines) assert.ok(typeof l.ms === 'number' && l.ms >= 0 && l.ms < 5000, `ms in ${JSON.stringify(l)}`);
   });
 });
 
