@@ -8,11 +8,15 @@ import path from 'node:path';
 
 export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
-/** When each request reached the socket (performance.now()): a call's deadline counts from there, waiting for the app included. */
+/**
+ * When each request that had to wait for the app reached the socket (performance.now()): a call's
+ * deadline counts from there, waiting included. A request that finds the app ready reaches it in
+ * the same turn, so its arrival is the time the app reads (`now`), and nothing is recorded.
+ */
 const arrivals = new WeakMap<http.IncomingMessage, number>();
 
-export function arrivalOf(req: http.IncomingMessage): number {
-  return arrivals.get(req) ?? performance.now();
+export function arrivalOf(req: http.IncomingMessage, now: number): number {
+  return arrivals.get(req) ?? now;
 }
 
 /** Removes a stale socket file left by an earlier run; refuses to delete anything else. */
@@ -29,7 +33,14 @@ async function clearStaleSocket(socket: string): Promise<void> {
 export async function listen(socket: string, handler: Promise<RequestHandler>): Promise<http.Server> {
   await mkdir(path.dirname(socket), { recursive: true, mode: 0o755 });
   await clearStaleSocket(socket);
+  // Once ready, each request goes straight to the app: no promise turn, no WeakMap entry.
+  let ready: RequestHandler | undefined;
+  void handler.then(
+    (h) => (ready = h),
+    () => undefined,
+  );
   const server = http.createServer((req, res) => {
+    if (ready) return ready(req, res);
     arrivals.set(req, performance.now());
     handler.then(
       (h) => h(req, res),

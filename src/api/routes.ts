@@ -12,6 +12,13 @@ import { arrivalOf } from './listen.js';
 
 export const CONTENT_TYPE = 'application/vnd.docker.plugins.v1+json';
 const BODY_LIMIT = '1mb';
+/** BODY_LIMIT in bytes, so that raw-body does not parse '1mb' at every call. */
+const BODY_LIMIT_BYTES = 1024 * 1024;
+/**
+ * The body as UTF-8, a byte order mark dropped (as raw-body's iconv-lite decoder did): one decoder
+ * for every call instead of an iconv-lite decoder per call (2 µs).
+ */
+const utf8 = new TextDecoder('utf-8');
 
 /** A request dockerd (or anyone) got wrong: 400 with a message that says what is wrong. */
 class BadRequest extends Error {
@@ -32,7 +39,7 @@ const MountReq = NameReq.extend({ ID: z.string({ error: 'ID must be a string' })
 async function readJson(ctx: Koa.Context, required: boolean): Promise<unknown> {
   let text: string;
   try {
-    text = await getRawBody(ctx.req, { limit: BODY_LIMIT, encoding: 'utf8' });
+    text = utf8.decode(await getRawBody(ctx.req, { limit: BODY_LIMIT_BYTES }));
   } catch (err) {
     const e = err as { type?: string; message: string };
     if (e.type === 'entity.too.large') throw new BadRequest(`request body is larger than ${BODY_LIMIT}`, 413);
@@ -161,13 +168,15 @@ const READS = new Set(['/VolumeDriver.Get', '/VolumeDriver.Path', '/VolumeDriver
  */
 export function protocolMiddleware(log: Logger, observe?: CallObserver): Koa.Middleware {
   return async (ctx, next) => {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
+    // Set first, so that Koa's body setter does not look up a type of its own for each answer.
+    ctx.set('Content-Type', CONTENT_TYPE);
     const hungUp = new AbortController();
     // 'close' before the answer is written: the caller went away (Docker's own deadline passed).
     ctx.res.once('close', () => {
       if (!ctx.res.writableFinished) hungUp.abort();
     });
-    ctx.state.call = { arrivedAt: arrivalOf(ctx.req), signal: hungUp.signal } satisfies Call;
+    ctx.state.call = { arrivedAt: arrivalOf(ctx.req, started), signal: hungUp.signal } satisfies Call;
     try {
       await next();
       if (ctx.body === undefined) {
@@ -195,8 +204,7 @@ export function protocolMiddleware(log: Logger, observe?: CallObserver): Koa.Mid
         log.error({ err, path: ctx.path }, 'internal error');
       }
     }
-    ctx.type = CONTENT_TYPE;
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    const ms = performance.now() - started;
     const status = ctx.status;
     const path = ctx.path;
     const call = path.slice(1);
