@@ -3,12 +3,13 @@
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
-import type http from 'node:http';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CONTENT_TYPE } from '../../src/api/routes.js';
 import { listen } from '../../src/api/listen.js';
 import { createApp } from '../../src/api/server.js';
+import type { Call, VolumeDriverProtocol } from '../../src/driver/protocol.js';
 import { PluginClient } from '../helpers/docker-client.js';
 import { memoryLogger, tempDir } from '../helpers/env.js';
 import type { FakeBackend } from '../helpers/fake-backend.js';
@@ -191,6 +192,55 @@ describe('connection handling', () => {
     // An order, not a time: a Get that waited for the Mount could only be answered after it.
     assert.ok(g.at < mountedAt, `Get (at ${g.at} ms) waited for a Mount (answered at ${mountedAt} ms)`);
     await client.call('VolumeDriver.Unmount', { Name: 'slow', ID: 'c'.repeat(64) });
+  });
+
+  it("a call's signal aborts when its caller hangs up, whether the driver asks for it before or after; an answered call's never does", async (t) => {
+    const tmp = await tempDir();
+    t.after(tmp.cleanup);
+    let lateMayLook!: () => void;
+    const lateLooks = new Promise<void>((r) => (lateMayLook = r));
+    const seen: Record<string, boolean> = {};
+    let answeredSignal: AbortSignal | undefined;
+    const stub = {
+      async mount(name: string, _id: string, call: Call) {
+        if (name === 'early') {
+          const signal = call.signal; // asked for at once, then the caller hangs up
+          await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
+          seen.early = signal.aborted;
+        } else if (name === 'late') {
+          await lateLooks; // asked for only once the caller is gone
+          seen.late = call.signal.aborted;
+        } else {
+          answeredSignal = call.signal;
+        }
+        return '/nowhere';
+      },
+    } as unknown as VolumeDriverProtocol;
+    const socket = path.join(tmp.dir, 'stub.sock');
+    const stubServer = await listen(socket, Promise.resolve(createApp(Promise.resolve(stub), log).callback()));
+    t.after(() => new Promise((r) => stubServer.close(r)));
+    const connections = () => new Promise<number>((res, rej) => stubServer.getConnections((err, n) => (err ? rej(err) : res(n))));
+    const mountThenHangUp = (name: string) =>
+      new Promise<void>((resolve) => {
+        const body = JSON.stringify({ Name: name, ID: 'd'.repeat(64) });
+        const req = http.request({ socketPath: socket, agent: false, method: 'POST', path: '/VolumeDriver.Mount', headers: { 'Content-Length': Buffer.byteLength(body) } });
+        req.on('error', () => undefined);
+        req.end(body, () => setTimeout(() => (req.destroy(), resolve()), 100));
+      });
+
+    await mountThenHangUp('early');
+    await mountThenHangUp('late');
+    const deadline = Date.now() + 5000; // a failure, not a hung test
+    while ((await connections()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setImmediate(r));
+    lateMayLook();
+    const stubClient = new PluginClient(socket);
+    t.after(() => stubClient.close());
+    assert.equal((await stubClient.call('VolumeDriver.Mount', { Name: 'answered', ID: 'e'.repeat(64) })).status, 200);
+    while ((seen.late === undefined || seen.early === undefined) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(seen, { early: true, late: true });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(answeredSignal?.aborted, false);
   });
 
   it('logs one line per call and never an option value', async () => {
