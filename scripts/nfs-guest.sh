@@ -79,8 +79,8 @@ GUEST_PACKAGES=(nfs-kernel-server nfs-common rpcbind util-linux mount kmod iprou
                 e2fsprogs busybox-static tini docker.io)
 # Repo entries copied to /ossnas (when present; globs are expanded in the repo). Not .git, .cache
 # or plugin/: large, and no test reads them. scripts: the docker tests import their busybox
-# image with scripts/busybox-image.sh.
-REPO_ENTRIES=('package.json' 'tsconfig*.json' 'scripts' 'src' 'test' 'node_modules' 'dist')
+# image with scripts/busybox-image.sh; native: the spawn helper every process start goes through.
+REPO_ENTRIES=('package.json' 'tsconfig*.json' 'scripts' 'src' 'test' 'node_modules' 'dist' 'native')
 
 TIMEOUT=${NFS_GUEST_TIMEOUT:-900}
 VERBOSE=${NFS_GUEST_VERBOSE:-0}
