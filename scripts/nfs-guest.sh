@@ -9,7 +9,7 @@
 # Usage:  scripts/nfs-guest.sh [--] COMMAND [ARG...]        (as root, from any directory)
 #
 #   COMMAND runs in /ossnas inside the guest, where the repo's package.json, tsconfig*.json,
-#   scripts/, src/, test/, node_modules/ and dist/ (if present) are; the host's node binary is
+#   scripts/, src/, test/, node_modules/, dist/ and native/ (if present) are; the host's node binary is
 #   at /usr/local/bin/node. Its stdout and stderr (merged, and not a TTY) stream to this
 #   script's stdout; this script exits with COMMAND's exit code.
 #
