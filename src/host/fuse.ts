@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Logger } from '../log.js';
 import { scrub } from '../redact.js';
 import { leaveOurCgroups } from './cgroups.js';
-import { processIds, statFields } from './proc.js';
+import { processIds, startTime } from './proc.js';
 import { run } from './exec.js';
 import { SpawnError, startProcess, type Started } from './spawner.js';
 import { findMount, type MountEntry } from './mountinfo.js';
@@ -192,11 +192,6 @@ export async function unmountFuse(target: string, timeoutMs = 10_000): Promise<v
 
 const WATCH_MS = 1000;
 
-/** Field 22 of /proc/PID/stat: when the process started, which tells a reused PID apart. */
-async function startTime(pid: number): Promise<string | undefined> {
-  const fields = await statFields(pid);
-  return !fields || fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
-}
 
 interface Candidate {
   pid: number;

@@ -23,3 +23,9 @@ export async function bootId(): Promise<string | undefined> {
   const id = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
   return id || undefined;
 }
+
+/** Field 22 of /proc/PID/stat, when the process started: tells a reused PID apart; a zombie counts as ended. */
+export async function startTime(pid: number): Promise<string | undefined> {
+  const fields = await statFields(pid);
+  return !fields || fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
+}

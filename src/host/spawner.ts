@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
-import { statFields } from './proc.js';
+import { startTime } from './proc.js';
 
 /** The helper binary, built by `npm run build` (scripts/build-native.sh); the same place from src/ and dist/. */
 export const SPAWN_HELPER = fileURLToPath(new URL('../../native/ossnas-spawn', import.meta.url));
@@ -161,11 +161,6 @@ class Spawner {
   }
 }
 
-/** Field 22 of /proc/PID/stat tells a reused PID apart; a zombie counts as ended. */
-async function startTime(pid: number): Promise<string | undefined> {
-  const fields = await statFields(pid);
-  return !fields || fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
-}
 
 async function watchUntilGone(pid: number): Promise<void> {
   const first = await startTime(pid);
