@@ -27,6 +27,12 @@ export interface Settings {
    * directory's): s3fs's ensure_diskfree. 0: s3fs's own default (none).
    */
   fuseDiskFreeMb: number;
+  /**
+   * OSS volumes of one bucket with the same endpoint, credentials and client options share one
+   * FUSE client, each volume a bind mount of its path in it. Off by default: the shared client
+   * mounts the whole bucket, which credentials limited to a prefix may not be allowed to do.
+   */
+  shareClients: boolean;
   /** What an OSS volume created without `url` or credentials gets, so compose files name only a bucket. */
   ossDefaults: { url?: string; credentials?: string };
   /**
@@ -72,6 +78,7 @@ export const DEFAULTS = {
   OSSNAS_HOST_PID: 'auto',
   OSSNAS_MOUNT_TIMEOUT: '20',
   OSSNAS_FUSE_DISKFREE: '512',
+  OSSNAS_SHARE_CLIENTS: 'false',
   OSSNAS_DEFAULT_URL: '',
   OSSNAS_DEFAULT_CREDENTIALS: '',
   LOG_LEVEL: 'info',
@@ -210,6 +217,11 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     throw new SettingsError(`OSSNAS_FUSE_DISKFREE must be megabytes (a whole number, 0 for none), got '${diskFreeRaw}'`);
   }
 
+  const shareRaw = get('OSSNAS_SHARE_CLIENTS').toLowerCase();
+  if (shareRaw !== 'true' && shareRaw !== 'false') {
+    throw new SettingsError(`OSSNAS_SHARE_CLIENTS must be true or false, got '${shareRaw}'`);
+  }
+
   const scope = get('SCOPE').toLowerCase();
   if (scope !== 'local' && scope !== 'global') throw new SettingsError(`SCOPE must be local or global, got '${scope}'`);
 
@@ -224,6 +236,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     logLevel,
     mountTimeoutMs: Math.round(timeoutS * 1000),
     fuseDiskFreeMb: Number(diskFreeRaw),
+    shareClients: shareRaw === 'true',
     // Checked by the OSS backend, which knows what an endpoint and a profile name are.
     ossDefaults: {
       ...(get('OSSNAS_DEFAULT_URL') && { url: get('OSSNAS_DEFAULT_URL') }),

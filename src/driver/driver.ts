@@ -26,7 +26,7 @@ import type { Logger } from '../log.js';
 import { scrub, secretValues } from '../redact.js';
 import type { Settings } from '../settings.js';
 import { VolumeError } from './errors.js';
-import { KeyedMutex } from './keyed-mutex.js';
+import { KeyedMutex } from '../keyed-mutex.js';
 import { validateVolumeName } from './names.js';
 import type { Call, VolumeDriverProtocol, VolumeInfo } from './protocol.js';
 import { restore, RetrySchedule, type RepairOutcome, type Restorable, type RestoreReport } from './restore.js';

@@ -23,6 +23,7 @@ export function testSettings(dir: string, overrides: Partial<Settings> = {}): Se
     logLevel: 'debug',
     mountTimeoutMs: 10_000,
     fuseDiskFreeMb: 512,
+    shareClients: false,
     ossDefaults: {},
     scope: 'local',
     // Nothing answers there: a test that needs the cloud starts its own control plane (ecs-cloud.ts).

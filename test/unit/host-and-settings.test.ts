@@ -114,6 +114,7 @@ describe('settings', () => {
     assert.equal(s.logLevel, 'info');
     assert.equal(s.mountTimeoutMs, 20_000);
     assert.equal(s.fuseDiskFreeMb, 512);
+    assert.equal(s.shareClients, false);
     assert.deepEqual(s.ossDefaults, {});
     assert.deepEqual(loadSettings({ OSSNAS_DEFAULT_URL: ' http://s3:9000 ', OSSNAS_DEFAULT_CREDENTIALS: 'team' }).ossDefaults, {
       url: 'http://s3:9000',
@@ -135,6 +136,8 @@ describe('settings', () => {
     assert.throws(() => loadSettings({ SCOPE: 'cluster' }), /SCOPE must be local or global, got 'cluster'/);
     assert.throws(() => loadSettings({ OSSNAS_FUSE_DISKFREE: '1G' }), /OSSNAS_FUSE_DISKFREE must be megabytes \(a whole number, 0 for none\), got '1G'/);
     assert.equal(loadSettings({ OSSNAS_FUSE_DISKFREE: '0' }).fuseDiskFreeMb, 0);
+    assert.equal(loadSettings({ OSSNAS_SHARE_CLIENTS: 'TRUE' }).shareClients, true);
+    assert.throws(() => loadSettings({ OSSNAS_SHARE_CLIENTS: 'yes' }), /OSSNAS_SHARE_CLIENTS must be true or false, got 'yes'/);
   });
   it("UV_THREADPOOL_SIZE: 1 to 1024, or unset; an empty or malformed value is refused (libuv would run 1 thread)", () => {
     for (const ok of [undefined, '64', ' 4', '1', '1024']) assert.doesNotThrow(() => loadSettings({ UV_THREADPOOL_SIZE: ok }), String(ok));

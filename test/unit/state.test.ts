@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { AtomicJsonFile } from '../../src/driver/atomic-json-file.js';
 import { JOURNAL_FILE, loadState, openState, STATE_FILE, StateWriteError, type VolumeRecord } from '../../src/driver/state.js';
-import { KeyedMutex } from '../../src/driver/keyed-mutex.js';
+import { KeyedMutex } from '../../src/keyed-mutex.js';
 import { SECRETS_DIR } from '../../src/driver/secret-files.js';
 import { tempDir } from '../helpers/env.js';
 import { fakeDriver } from '../helpers/fake-driver.js';

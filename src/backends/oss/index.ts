@@ -11,7 +11,9 @@ import { ensureMemoryDir } from '../../host/tmpfs.js';
 import { clientProxyEnv, describeProxy, proxyAuthorization, proxyFor, proxySecrets, type ProxySettings } from '../../proxy.js';
 import { secretValues } from '../../redact.js';
 import { BackendError, type Backend, type BackendContext, type VolumeOptions } from '../types.js';
-import { clientRuntime } from './client-runtime.js';
+import { clientRuntime, type ClientRuntime } from './client-runtime.js';
+import { clientGroup, groupKey } from './client-group.js';
+import { SharedClients } from './shared-clients.js';
 import { resolveCredentials, roleCredentials, type Credentials } from './credentials.js';
 import { refusedByClient } from './other-opts.js';
 import { OptionsError } from '../options.js';
@@ -20,6 +22,14 @@ import { fromSpec, NO_CREDENTIALS_HELP, normalizeEndpoint, OSS_KEYS, toSpec, wit
 import { checkProfileSetting } from '../profiles.js';
 
 type Client = 's3fs' | 'ossfs';
+
+/** What a client start needs that does not depend on where it mounts. */
+interface PreparedStart {
+  client: Client;
+  creds: Credentials | undefined;
+  runtime: ClientRuntime;
+  hostPid: number | undefined;
+}
 const CLIENTS: readonly Client[] = ['s3fs', 'ossfs'];
 
 const CLIENT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -133,10 +143,6 @@ async function requireReachable(url: string, deadline: Deadline, proxies: ProxyS
   }
 }
 
-/**
- * Inside the managed plugin, the process whose root shows the host's cgroupfs; undefined for a
- * plain host process, whose clients are not in a cgroup that is killed with it.
- */
 /** Awaits every promise; throws the failure of the first one (in the list's order) that failed. */
 async function firstFailureInOrder<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
   const settled = await Promise.allSettled(promises);
@@ -144,6 +150,10 @@ async function firstFailureInOrder<T extends readonly unknown[]>(promises: { [K 
   return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
+/**
+ * Inside the managed plugin, the process whose root shows the host's cgroupfs; undefined for a
+ * plain host process, whose clients are not in a cgroup that is killed with it.
+ */
 async function hostPidForClients(ctx: BackendContext): Promise<number | undefined> {
   try {
     return (await ctx.hostNamespace()).pid;
@@ -209,6 +219,8 @@ export class OssBackend implements Backend {
   /** Running clients by mountpoint. Empty after a plugin restart; unmount then works from the mount table. */
   private readonly daemons = new Map<string, FuseDaemon>();
   private readonly defaults: Settings['ossDefaults'];
+  /** Clients shared by the volumes of one bucket (OSSNAS_SHARE_CLIENTS). */
+  private readonly shared = new SharedClients(CLIENTS);
 
   /** Throws SettingsError when a plugin-wide default is not valid, so the plugin does not start with it. */
   constructor(defaults: Settings['ossDefaults'] = {}) {
@@ -245,32 +257,70 @@ export class OssBackend implements Backend {
     };
   }
 
+  /** For a volume bound to a shared client: how many volumes this process knows to share it. */
+  observed(name: string): Record<string, unknown> | undefined {
+    const n = this.shared.sharedWith(name);
+    return n === undefined ? undefined : { client: `shared by ${n} volume${n === 1 ? '' : 's'}` };
+  }
+
   async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     const spec = toSpec(options);
     // Never two clients for one mountpoint: one still known here (its mount was found dead) goes first.
     const old = this.daemons.get(target);
     this.daemons.delete(target);
     old?.stop();
-    const dir = path.join(ctx.settings.runDir, 'oss', name);
+    try {
+      const prepared = await this.prepare(spec, ctx, deadline);
+      if (ctx.settings.shareClients) {
+        const group = clientGroup(spec, prepared.creds, await groupKey(prepared.runtime.cwd));
+        const root = this.shared.rootOf(ctx.settings.mountRoot, group);
+        // The shared client mounts the whole bucket; the volume is its path in it.
+        const start = () => this.startClient(`.shared.${group}`, { ...spec, path: '/' }, options, root, prepared, ctx, deadline);
+        await this.shared.mount(root, { name, target, bucket: spec.bucket, path: spec.path, readonly: spec.readonly }, start, ctx, deadline);
+        return;
+      }
+      this.watch(name, target, await this.startClient(name, spec, options, target, prepared, ctx, deadline), ctx);
+    } catch (err) {
+      if (err instanceof FuseMountError) throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}${hintFor(err.message, spec, ctx.settings)}`);
+      throw err;
+    }
+  }
+
+  /**
+   * What every client start needs, each waiting for its own I/O side by side (a TCP connect,
+   * files): about 2 ms less per Mount. A failure is reported in this order whatever finished
+   * first, as when they ran one after another.
+   */
+  private async prepare(spec: OssSpec, ctx: BackendContext, deadline: Deadline): Promise<PreparedStart> {
+    const [, prepared, hostPid] = await firstFailureInOrder([
+      requireReachable(spec.url, deadline, ctx.settings.proxy),
+      (async () => {
+        const client = await chooseClient();
+        const creds = spec.ramRole
+          ? await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS, FUSE_STOP_MS)).catch((err: Error) => {
+              throw new BackendError(`getting the instance's RAM role credentials for bucket ${spec.bucket} failed: ${err.message}`);
+            })
+          : await resolveCredentials(spec, ctx.settings.credentialsDir);
+        return { client, creds, runtime: await clientRuntime(ctx.settings.stateDir) };
+      })(),
+      hostPidForClients(ctx),
+    ] as const);
+    return { ...prepared, hostPid };
+  }
+
+  /** Starts a client that mounts `spec` at `target`; `label` names its run directory (the volume, or the shared group). */
+  private async startClient(
+    label: string,
+    spec: OssSpec,
+    options: VolumeOptions,
+    target: string,
+    { client, creds, runtime, hostPid }: PreparedStart,
+    ctx: BackendContext,
+    deadline: Deadline,
+  ): Promise<FuseDaemon> {
+    const dir = path.join(ctx.settings.runDir, 'oss', label);
     let credFile: string | undefined;
     try {
-      // Side by side, each waiting for its own I/O (a TCP connect, files): about 2 ms less per
-      // Mount. A failure is reported in this order whatever finished first, as when they ran one
-      // after another.
-      const [, prepared, hostPid] = await firstFailureInOrder([
-        requireReachable(spec.url, deadline, ctx.settings.proxy),
-        (async () => {
-          const client = await chooseClient();
-          const creds = spec.ramRole
-            ? await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS, FUSE_STOP_MS)).catch((err: Error) => {
-                throw new BackendError(`getting the instance's RAM role credentials for bucket ${spec.bucket} failed: ${err.message}`);
-              })
-            : await resolveCredentials(spec, ctx.settings.credentialsDir);
-          return { client, creds, runtime: await clientRuntime(ctx.settings.stateDir) };
-        })(),
-        hostPidForClients(ctx),
-      ] as const);
-      const { client, creds, runtime } = prepared;
       // Keys go to a file only for an endpoint that answered.
       const handoff = credentialHandoff(client, spec, creds, dir);
       if (handoff.file) {
@@ -280,7 +330,7 @@ export class OssBackend implements Backend {
         await writePrivateFile(handoff.file.path, handoff.file.text);
       }
       const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : []), ...proxySecrets(ctx.settings.proxy)];
-      const daemon = await startFuseDaemon({
+      return await startFuseDaemon({
         command: client,
         args: clientArgs(spec, target, [...runtime.options, ...diskFreeOptions(spec, ctx.settings), ...handoff.options]),
         // Proxies as libcurl reads them (lowercase); a change of them applies to later mounts.
@@ -293,10 +343,6 @@ export class OssBackend implements Backend {
         log: ctx.log,
         hostPid,
       });
-      this.watch(name, target, daemon, ctx);
-    } catch (err) {
-      if (err instanceof FuseMountError) throw new BackendError(`mounting bucket ${spec.bucket} at ${spec.url} failed: ${err.message}${hintFor(err.message, spec, ctx.settings)}`);
-      throw err;
     } finally {
       // The client has read its keys by the time the mount is ready (or it has given up).
       if (credFile) await removeFileQuietly(credFile);
@@ -306,6 +352,7 @@ export class OssBackend implements Backend {
   /** A mount that outlived an earlier plugin process: watch its client like one of ours. */
   async adopt(name: string, _options: VolumeOptions, target: string, ctx: BackendContext): Promise<void> {
     if (this.daemons.has(target)) return;
+    if (await this.shared.adopt(name, target, ctx.settings.mountRoot, ctx)) return;
     const daemon = await adoptFuseClient(target, CLIENTS);
     // The mount is kept either way; unwatched, its client's exit is noticed only when a later Mount finds it dead.
     if (!daemon) throw new BackendError(`no ${CLIENTS.join(' or ')} client of the FUSE mount at ${target} was found`);
@@ -323,7 +370,13 @@ export class OssBackend implements Backend {
     });
   }
 
-  async unmount(_name: string, _options: VolumeOptions, target: string, _ctx: BackendContext, deadline: Deadline): Promise<void> {
+  async unmount(name: string, _options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
+    // Whatever OSSNAS_SHARE_CLIENTS says now: the mount table tells how the volume was mounted.
+    try {
+      if (!this.daemons.has(target) && (await this.shared.unmount(name, target, ctx.settings.mountRoot, deadline, ctx))) return;
+    } catch (err) {
+      throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
+    }
     const daemon = this.daemons.get(target);
     this.daemons.delete(target); // its exit is expected from here on
     try {
