@@ -44,7 +44,7 @@ describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 6
     }
   });
 
-  for (const script of ['mount-cycle', 'restore', 'data-path', 'docker-run', 'burst']) {
+  for (const script of ['mount-cycle', 'restore', 'data-path', 'docker-run', 'burst', 'shared-clients']) {
     it(`${script}: finishes, writes numbers and leaves nothing mounted`, async () => {
       const mountsBefore = new Set((await readMounts()).map((m) => m.mountPoint));
       const j = await runQuick(script);

@@ -217,16 +217,13 @@ async function bindPath(shared: MountEntry, v: SharedVolume, deadline: Deadline)
       throw new BackendError(`${where} does not exist and could not be created: ${e.code === 'ELOOP' ? 'it passes through a symlink' : e.message}`);
     });
   }
-  const failed = (err: Error) => new BackendError(`binding ${where} at ${v.target} failed: ${err.message}`);
-  await run('mount', ['-c', '--bind', source, v.target], { timeoutMs: deadline.budget() }).catch((err: Error) => {
-    throw failed(err);
-  });
-  // The bind keeps the shared mount's flags; only nosymfollow goes (nosuid and nodev stay).
+  // One mount(8): the bind, then (libmount does it) a bind remount that sets the flags. The bind
+  // keeps the shared mount's flags (nosuid and nodev stay); only nosymfollow goes.
   const flags = shared.options.split(',').map((o) => (o === 'nosymfollow' ? 'symfollow' : o));
   try {
-    await run('mount', ['-c', '-o', `remount,bind,${flags.join(',')}`, v.target], { timeoutMs: deadline.budget() });
+    await run('mount', ['-c', '--bind', '-o', flags.join(','), source, v.target], { timeoutMs: deadline.budget() });
   } catch (err) {
-    await unmountFuse(v.target).catch(() => lazyUnmount(v.target));
-    throw failed(err as Error);
+    await unmountFuse(v.target).catch(() => lazyUnmount(v.target)); // a bind whose flags were not set
+    throw new BackendError(`binding ${where} at ${v.target} failed: ${(err as Error).message}`);
   }
 }
