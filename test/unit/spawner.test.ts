@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { run } from '../../src/host/exec.js';
 import { SpawnError, startProcess } from '../../src/host/spawner.js';
-import { statFields } from '../../src/host/proc.js';
+import { startTime, statFields } from '../../src/host/proc.js';
 
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -69,5 +69,28 @@ describe('spawn helper', () => {
       Array.from({ length: 40 }, (_, i) => run('sh', ['-c', `echo ${i}; exit 0`])),
     );
     assert.deepEqual(results, Array.from({ length: 40 }, (_, i) => String(i)));
+  });
+
+  it('a helper killed with kill -9 leaves what it started running; their ends are still seen, and the next start gets a new helper', async () => {
+    const long = await startProcess('sleep', ['30'], { env: { PATH }, detached: true });
+    const helper = await ppid(long.pid);
+    process.kill(helper, 'SIGKILL');
+    while ((await startTime(helper)) !== undefined) await new Promise((r) => setTimeout(r, 20));
+    assert.notEqual(await startTime(long.pid), undefined, 'the child died with the helper');
+
+    const next = await startProcess('sleep', ['5'], { env: { PATH } });
+    try {
+      const newHelper = await ppid(next.pid);
+      assert.notEqual(newHelper, helper);
+      assert.match(await readFile(`/proc/${newHelper}/cmdline`, 'utf8'), /ossnas-spawn/);
+    } finally {
+      next.kill('SIGKILL');
+    }
+    assert.deepEqual(await next.exited, { code: undefined, signal: 'SIGKILL' });
+    assert.equal(await run('sh', ['-c', 'echo after']), 'after');
+
+    // The orphan's end is noticed through /proc, without its status (its parent is gone).
+    long.kill('SIGKILL');
+    assert.deepEqual(await long.exited, { code: undefined, signal: undefined });
   });
 });
