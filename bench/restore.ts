@@ -4,6 +4,8 @@
 //
 //   node --import tsx bench/restore.ts              N=200
 //   node --import tsx bench/restore.ts --quick      N=20, well under a minute
+//   node --import tsx bench/restore.ts --share      the same with OSSNAS_SHARE_CLIENTS=true: the
+//                                                   volumes (each its own path) share one s3fs
 //   options: --n 200  --scenarios adopt,remount,raw  --out .cache/bench-restore.json
 //            --node-options='...'  (NODE_OPTIONS for the plugin, e.g. --node-options='--import HOOK.mjs'; --cpu-prof is refused in NODE_OPTIONS)
 // Needs root, `npm run build` first (the plugin runs from dist/ as a plain host process) and
@@ -47,6 +49,7 @@ import {
 } from './fuse-host.js';
 import { startS3, type S3Server } from '../test/helpers/s3.js';
 import { holdMount, type Holder } from '../test/helpers/holder.js';
+import { SHARED_DIR } from '../src/backends/oss/shared-clients.js';
 
 const BUCKET = 'bench';
 const FILE = 'restore-check.txt';
@@ -112,6 +115,13 @@ async function clientsByMountpoint(root: string): Promise<Map<string, number>> {
     if (mp) out.set(mp, pid);
   }
   return out;
+}
+
+/** The mountpoint of the one shared client (--share). */
+async function sharedMountpoint(mountRoot: string): Promise<string> {
+  const mp = [...(await clientsByMountpoint(mountRoot)).keys()].find((m) => m.startsWith(path.join(mountRoot, SHARED_DIR) + '/'));
+  if (!mp) throw new Error('no shared client runs');
+  return mp;
 }
 
 function parseLog(text: string): LogLine[] {
@@ -188,7 +198,9 @@ async function runScenario(
 ): Promise<{ result: Result; plugin: PluginProcess }> {
   const before = loadavg();
   const clientsBefore = await clientsByMountpoint(plugin.mountRoot);
-  if (clientsBefore.size !== names.length) throw new Error(`${clientsBefore.size} s3fs clients before the kill, expected ${names.length}`);
+  // Shared clients: one for the bucket.
+  const expected = env.OSSNAS_SHARE_CLIENTS === 'true' ? 1 : names.length;
+  if (clientsBefore.size !== expected) throw new Error(`${clientsBefore.size} s3fs clients before the kill, expected ${expected}`);
   const exited = new Promise<void>((r) => (plugin.child.exitCode !== null || plugin.child.signalCode !== null ? r() : plugin.child.once('exit', () => r())));
 
   const cpuBefore = await cpuCounters();
@@ -369,6 +381,7 @@ async function main(): Promise<void> {
     options: {
       n: { type: 'string', default: '200' },
       quick: { type: 'boolean', default: false },
+      share: { type: 'boolean', default: false },
       scenarios: { type: 'string', default: SCENARIOS.join(',') },
       out: { type: 'string', default: path.join('.cache', 'bench-restore.json') },
       'node-options': { type: 'string', default: '' },
@@ -385,7 +398,11 @@ async function main(): Promise<void> {
 
   const started = new Date();
   const cleanup = new Cleanup();
-  const env: Record<string, string> = { LOG_LEVEL: 'info', ...(values['node-options'] && { NODE_OPTIONS: values['node-options'] }) };
+  const env: Record<string, string> = {
+    LOG_LEVEL: 'info',
+    ...(values.share && { OSSNAS_SHARE_CLIENTS: 'true' }),
+    ...(values['node-options'] && { NODE_OPTIONS: values['node-options'] }),
+  };
   const names = Array.from({ length: n }, (_, i) => `r${String(i).padStart(4, '0')}`);
   const mounted = names.map(() => false);
   let s3: S3Server | undefined;
@@ -417,7 +434,8 @@ async function main(): Promise<void> {
     const setup = new BenchClient(plugin.socket);
     const opts = { type: 'oss', bucket: BUCKET, url: s3.url, credentials: 'local' };
     const t0 = performance.now();
-    for (const name of names) await setup.call('VolumeDriver.Create', { Name: name, Opts: opts });
+    // Shared: each volume its own path of the bucket, all served by one client.
+    for (const name of names) await setup.call('VolumeDriver.Create', { Name: name, Opts: values.share ? { ...opts, path: `/v/${name}` } : opts });
     await pool(names, SETUP_CONCURRENCY, async (name) => {
       const i = names.indexOf(name);
       await setup.call('VolumeDriver.Mount', { Name: name, ID: mountId(i) });
@@ -432,7 +450,10 @@ async function main(): Promise<void> {
     await pool(names, SETUP_CONCURRENCY, async (name) => {
       holders.push(await holdMount(path.join(plugin!.mountRoot, name), path.join(dir, 'holders', name)));
     });
-    await writeFile(path.join(plugin.mountRoot, names[0]!, FILE), CONTENT);
+    // Every volume reads the file back: with one path each (shared), each gets its own copy, and
+    // the bucket's root one for the raw clients, which mount the root as the shared one does.
+    for (const name of values.share ? names : names.slice(0, 1)) await writeFile(path.join(plugin.mountRoot, name, FILE), CONTENT);
+    if (values.share) await writeFile(path.join(await sharedMountpoint(plugin.mountRoot), FILE), CONTENT);
     setup.close();
     log(`created and mounted ${n} OSS volumes in ${(setupMs / 1000).toFixed(1)} s (${SETUP_CONCURRENCY} Mounts in flight)`);
     {
@@ -444,7 +465,7 @@ async function main(): Promise<void> {
     const results: Array<Result | RawResult> = [];
     for (const scenario of scenarios) {
       if (scenario === 'raw') {
-        const mp = path.join(plugin.mountRoot, names[0]!);
+        const mp = values.share ? await sharedMountpoint(plugin.mountRoot) : path.join(plugin.mountRoot, names[0]!);
         const rawDir = await mkdtemp(path.join(os.tmpdir(), 'ossnas-bench-raw-'));
         cleanup.add('raw clients', async () => {
           const left = await forceCleanBelow(rawDir);
@@ -471,7 +492,9 @@ async function main(): Promise<void> {
     };
     const header = [
       `Restore benchmark, ${meta.date}, ossnas ${meta.revision}; ${meta.cpus} x ${meta.cpuModel}; node ${meta.node}`,
-      `  ${n} OSS volumes, each mounted (its own s3fs) and held by one mount ID; plugin killed with SIGKILL, started again on the same directories`,
+      values.share
+        ? `  ${n} OSS volumes of one bucket, each its own path, sharing one s3fs (OSSNAS_SHARE_CLIENTS=true), each held by one mount ID; plugin killed with SIGKILL, started again on the same directories`
+        : `  ${n} OSS volumes, each mounted (its own s3fs) and held by one mount ID; plugin killed with SIGKILL, started again on the same directories`,
       `  serves = a file reads back through the mountpoint and Get says health ok and mounted (polled every ${CHECK_INTERVAL_MS} ms; ${READ_CONCURRENCY} reads in flight)`,
       `  load average ${results.map((r) => ('loadavg' in r ? `${r.scenario}: ${r.loadavg.before.join(' ')} -> ${r.loadavg.after.join(' ')}` : '')).filter(Boolean).join('; ')}`,
     ];

@@ -7,11 +7,19 @@ import path from 'node:path';
 import { findMount, parseMountinfo, type MountEntry } from './mountinfo.js';
 import { processIds } from './proc.js';
 
+/** An absolute path without `.`, `..`, doubled or trailing slashes: what pathWithin compares. */
+function normalized(p: string): string {
+  return path.posix.normalize(p).replace(/(.)\/$/, '$1');
+}
+
+/** `q` is `d` or a path below it (both normalized). */
+function withinNormalized(q: string, d: string): boolean {
+  return d === '/' || q === d || q.startsWith(d + '/');
+}
+
 /** `p` is `dir` or a path below it (both absolute, '/'-separated). */
 function pathWithin(p: string, dir: string): boolean {
-  const d = path.posix.normalize(dir).replace(/(.)\/$/, '$1');
-  const q = path.posix.normalize(p).replace(/(.)\/$/, '$1');
-  return d === '/' || q === d || q.startsWith(d + '/');
+  return withinNormalized(normalized(p), normalized(dir));
 }
 
 /**
@@ -79,12 +87,30 @@ export type MountUsersLookup = (target: string, ours: readonly string[]) => Prom
  * The answers are those of the moment of reading: a mount made later is not in them.
  */
 export async function mountUsersAsOfNow(): Promise<MountUsersLookup> {
-  const namespaces = await everyNamespace();
+  // Indexed by device, paths normalized once: a lookup looks only at mounts of its own
+  // filesystem. Volumes that share one (NFS volumes of one server, OSS volumes of one shared
+  // client) still meet each other's mounts, N namespaces of N mounts each: with the paths
+  // normalized on every comparison, 100 such volumes took 1.2 s of CPU per restore.
+  const byDevice = new Map<string, Array<{ pid: number; m: MountEntry; root: string; mountPoint: string }>>();
+  for (const ns of await everyNamespace()) {
+    for (const m of ns.mounts) {
+      let list = byDevice.get(m.device);
+      if (!list) byDevice.set(m.device, (list = []));
+      list.push({ pid: ns.pid, m, root: normalized(m.root), mountPoint: normalized(m.mountPoint) });
+    }
+  }
   return async (target, ours) => {
     const mine = await findMount(target);
     if (!mine) return [];
-    const roots = ours.map((dir) => path.resolve(dir));
-    return usersIn(namespaces, (m) => showsPartOf(m, mine) && !roots.some((dir) => pathWithin(m.mountPoint, dir)));
+    const mineRoot = normalized(mine.root);
+    const roots = ours.map((dir) => normalized(path.resolve(dir)));
+    const users: string[] = [];
+    for (const e of byDevice.get(mine.device) ?? []) {
+      // The cheap test first; showsPartOf then decides (an NFS source) for the few left.
+      if (!withinNormalized(e.root, mineRoot) || roots.some((dir) => withinNormalized(e.mountPoint, dir))) continue;
+      if (showsPartOf(e.m, mine)) users.push(`PID ${e.pid}: ${e.m.mountPoint}`);
+    }
+    return users;
   };
 }
 

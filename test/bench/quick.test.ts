@@ -17,11 +17,11 @@ function numbersIn(x: unknown): number[] {
   return [];
 }
 
-async function runQuick(script: string): Promise<Record<string, unknown>> {
+async function runQuick(script: string, args: string[] = []): Promise<Record<string, unknown>> {
   const { dir, cleanup } = await tempDir('ossnas-bench-quick-');
   try {
     const out = path.join(dir, `${script}.json`);
-    const r = await execa(process.execPath, ['--import', 'tsx', path.join('bench', `${script}.ts`), '--quick', '--out', out], {
+    const r = await execa(process.execPath, ['--import', 'tsx', path.join('bench', `${script}.ts`), '--quick', ...args, '--out', out], {
       cwd: REPO_ROOT,
       reject: false,
       all: true,
@@ -44,10 +44,19 @@ describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 6
     }
   });
 
-  for (const script of ['mount-cycle', 'restore', 'data-path', 'docker-run', 'burst', 'shared-clients']) {
-    it(`${script}: finishes, writes numbers and leaves nothing mounted`, async () => {
+  const runs: Array<[string, string[]]> = [
+    ['mount-cycle', []],
+    ['restore', []],
+    ['restore', ['--share']],
+    ['data-path', []],
+    ['docker-run', []],
+    ['burst', []],
+    ['shared-clients', []],
+  ];
+  for (const [script, args] of runs) {
+    it(`${[script, ...args].join(' ')}: finishes, writes numbers and leaves nothing mounted`, async () => {
       const mountsBefore = new Set((await readMounts()).map((m) => m.mountPoint));
-      const j = await runQuick(script);
+      const j = await runQuick(script, args);
       const numbers = numbersIn(j);
       assert.ok(numbers.filter((n) => n > 0).length >= 10, `too few numbers: ${JSON.stringify(j).slice(0, 500)}`);
       const left = (await readMounts()).map((m) => m.mountPoint).filter((mp) => !mountsBefore.has(mp));

@@ -40,8 +40,13 @@ export interface SharedVolume {
 }
 
 export class SharedClients {
-  /** One step at a time per shared mount: a client is never started twice, nor stopped under a new bind. */
+  /**
+   * One start or stop at a time per shared mount: a client is never started twice. Binds run
+   * side by side outside it (a restore binds a bucket's volumes 8 at a time), counted in
+   * `binding` so that a stop never happens under one.
+   */
   private readonly lock = new KeyedMutex();
+  private readonly binding = new Map<string, number>();
   /** The clients we started or adopted, by their shared mount; an exit removes one. */
   private readonly clients = new Map<string, FuseDaemon>();
   /** The volumes bound to each shared mount, as far as this process knows: told when its client exits. */
@@ -58,16 +63,26 @@ export class SharedClients {
    * client first if none serves (`start` mounts it at the root it is given).
    */
   async mount(root: string, v: SharedVolume, start: () => Promise<FuseDaemon>, ctx: BackendContext, deadline: Deadline): Promise<void> {
-    await this.lock.run(root, async () => {
-      const shared = await this.ensureClient(root, v, start, ctx);
-      try {
-        await bindPath(shared, v, deadline);
-      } catch (err) {
-        await this.stopIfUnused(root, ctx); // its first volume did not get it
-        throw err;
-      }
-      this.memberSet(root).add(v.name);
+    const shared = await this.lock.run(root, async () => {
+      const serving = await this.ensureClient(root, v, start, ctx);
+      this.binding.set(root, (this.binding.get(root) ?? 0) + 1); // before the lock goes
+      return serving;
     });
+    try {
+      await bindPath(shared, v, deadline);
+      this.memberSet(root).add(v.name);
+    } catch (err) {
+      this.bound(root);
+      await this.lock.run(root, () => this.stopIfUnused(root, ctx)); // its first volume may not have got it
+      throw err;
+    }
+    this.bound(root);
+  }
+
+  private bound(root: string): void {
+    const left = (this.binding.get(root) ?? 1) - 1;
+    if (left > 0) this.binding.set(root, left);
+    else this.binding.delete(root);
   }
 
   /**
@@ -77,11 +92,9 @@ export class SharedClients {
   async unmount(name: string, target: string, mountRoot: string, deadline: Deadline, ctx: BackendContext): Promise<boolean> {
     const shared = await sharedMountOf(target, mountRoot);
     if (!shared) return false;
-    await this.lock.run(shared.mountPoint, async () => {
-      await unmountFuse(target, deadline.budget());
-      this.members.get(shared.mountPoint)?.delete(name);
-      await this.stopIfUnused(shared.mountPoint, ctx);
-    });
+    await unmountFuse(target, deadline.budget());
+    this.members.get(shared.mountPoint)?.delete(name);
+    await this.lock.run(shared.mountPoint, () => this.stopIfUnused(shared.mountPoint, ctx));
     return true;
   }
 
@@ -157,6 +170,7 @@ export class SharedClients {
 
   /** Stops the shared mount's client once no volume is bound to it (found in the mount table, not counted). */
   private async stopIfUnused(root: string, ctx: BackendContext): Promise<void> {
+    if (this.binding.has(root)) return; // a bind in flight: it is a user, or its failure looks again
     const mounts = await readMounts();
     const shared = [...mounts].reverse().find((m) => m.mountPoint === root);
     if (shared && mounts.some((m) => m.device === shared.device && m.mountPoint !== root)) return;
