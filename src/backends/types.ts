@@ -33,6 +33,12 @@ export interface Backend {
    * network or FUSE mount can wait on the network, and Get must not.
    */
   readonly localFilesystem?: boolean;
+  /**
+   * Its mounts are made in the plugin's own mount namespace (FUSE clients, their bind mounts), and
+   * a mount call returns only once the mount is there: nothing to check after it. Kernel mounts
+   * made in the host's namespace reach ours only through propagation, which is checked.
+   */
+  readonly mountsInOwnNamespace?: boolean;
   /** Validates options (keys already canonical) and returns their normalised form. Throws OptionsError. */
   parse(options: Record<string, string>): VolumeOptions;
   /** Checks that need the plugin's surroundings (a credentials profile exists). Runs at Create. */

@@ -215,6 +215,8 @@ function hintFor(said: string, spec: OssSpec, settings: Settings): string {
 
 export class OssBackend implements Backend {
   readonly type = 'oss';
+  /** The client's mount is seen in our namespace before mount() returns (fuse.ts), as is a bind (mount(8)). */
+  readonly mountsInOwnNamespace = true;
   readonly keys = OSS_KEYS;
   /** Running clients by mountpoint. Empty after a plugin restart; unmount then works from the mount table. */
   private readonly daemons = new Map<string, FuseDaemon>();
