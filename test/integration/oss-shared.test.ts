@@ -7,6 +7,7 @@ import { readdirSync } from 'node:fs';
 import { mkdir, readFile, stat, statfs, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { execa } from 'execa';
 import { SHARED_DIR } from '../../src/backends/oss/shared-clients.js';
 import { readMounts, type MountEntry } from '../../src/host/mountinfo.js';
 import { rootSkipReason } from '../helpers/env.js';
@@ -220,11 +221,14 @@ describe('OSS volumes sharing one FUSE client per bucket', { skip: rootSkipReaso
     const [client] = await sharedClients(plugin);
     plugin.child.kill('SIGKILL');
     await plugin.stop();
+    // As if the plugin had died between the client's start and the remount that makes it refuse symlinks.
+    await execa('mount', ['-c', '-o', 'remount,bind,symfollow', client!.root]);
     plugin = await startPlugin(plugin.dir, ENV);
     // The restore releases the reference nobody holds (its bind goes, the shared client stays for the other).
     assert.equal(await until(async () => (await mountAt(tLoose)) === undefined), true, 'the reference nobody holds was kept');
     assert.equal(await until(async () => (await status('held')).client === 'shared by 1 volume'), true, JSON.stringify(await status('held')));
     assert.deepEqual((await sharedClients(plugin)).map((c) => c.pid), [client!.pid], 'the shared client was not adopted');
+    assert.ok((await mountAt(client!.root))!.options.split(',').includes('nosymfollow'), 'the adopted shared mount follows symlinks');
     assert.equal(await serves(tHeld), true);
     const loose = await status('loose');
     assert.deepEqual([loose.refs, loose.mounted], [0, false]);

@@ -105,6 +105,7 @@ export class SharedClients {
     const root = shared.mountPoint;
     await this.lock.run(root, async () => {
       this.memberSet(root).add(name);
+      if (!shared.options.split(',').includes('nosymfollow')) await refuseSymlinks(root); // see ensureClient
       if (this.clients.has(root)) return;
       const daemon = await adoptFuseClient(root, this.commands);
       if (!daemon) throw new BackendError(`no ${this.commands.join(' or ')} client of the shared FUSE mount at ${root} was found`);
@@ -141,7 +142,9 @@ export class SharedClients {
         const daemon = await adoptFuseClient(root, this.commands);
         if (daemon) this.watch(root, daemon, ctx);
         else ctx.log.warn({ root }, 'the client of a shared FUSE mount was not found: its exit will not be noticed');
-        return there;
+        // An earlier process that died between the client's start and the remount left it
+        // following symlinks: never bind from it so.
+        return there.options.split(',').includes('nosymfollow') ? there : await refuseSymlinks(root);
       }
       await lazyUnmount(root); // dead: its volumes are repaired one by one onto the new client
     }
@@ -153,18 +156,11 @@ export class SharedClients {
     const daemon = await start();
     this.watch(root, daemon, ctx);
     try {
-      await run('mount', ['-c', '-o', 'remount,bind,nosymfollow', root], { timeoutMs: 5000 });
-      const flagged = await findMount(root);
-      if (!flagged?.options.split(',').includes('nosymfollow')) {
-        throw new Error('the kernel did not apply nosymfollow (it needs Linux 5.10 or later)');
-      }
-      return flagged;
+      return await refuseSymlinks(root);
     } catch (err) {
       this.clients.delete(root);
       await unmountFuse(root).catch(() => lazyUnmount(root));
-      throw new BackendError(
-        `a shared client's mount cannot be made to refuse symlinks, so volumes cannot be bound from it safely: ${(err as Error).message}; set OSSNAS_SHARE_CLIENTS=false`,
-      );
+      throw err;
     }
   }
 
@@ -197,6 +193,22 @@ export class SharedClients {
       const reason = `the bucket's shared ${daemon.command} client ${how}${exit.stderr ? `: ${exit.stderr}` : ''}`;
       for (const name of this.members.get(root) ?? []) ctx.onMountLost(name, reason);
     });
+  }
+}
+
+/** Flags the shared mount nosymfollow (a bind remount: this mount's flags only) and returns it so flagged. */
+async function refuseSymlinks(root: string): Promise<MountEntry> {
+  try {
+    await run('mount', ['-c', '-o', 'remount,bind,nosymfollow', root], { timeoutMs: 5000 });
+    const flagged = await findMount(root);
+    if (!flagged?.options.split(',').includes('nosymfollow')) {
+      throw new Error('the kernel did not apply nosymfollow (it needs Linux 5.10 or later)');
+    }
+    return flagged;
+  } catch (err) {
+    throw new BackendError(
+      `a shared client's mount cannot be made to refuse symlinks, so volumes cannot be bound from it safely: ${(err as Error).message}; set OSSNAS_SHARE_CLIENTS=false`,
+    );
   }
 }
 
