@@ -38,6 +38,12 @@ export interface FuseExit {
   stderr: string;
 }
 
+/** How a client ended, for a log line or Status: "was killed by SIGKILL: <its last words>". */
+export function describeExit(exit: FuseExit): string {
+  const how = exit.signal ? `was killed by ${exit.signal}` : exit.code !== undefined ? `exited with code ${exit.code}` : 'exited';
+  return `${how}${exit.stderr ? `: ${exit.stderr}` : ''}`;
+}
+
 export interface FuseDaemon {
   command: string;
   pid: number | undefined;

@@ -49,7 +49,11 @@ export async function readMounts(file = '/proc/self/mountinfo'): Promise<MountEn
  * process sees it, or as another does when given its /proc/PID/mountinfo.
  */
 export async function findMount(path: string, file?: string): Promise<MountEntry | undefined> {
-  const mounts = await readMounts(file);
+  return topmostAt(await readMounts(file), path);
+}
+
+/** The topmost mount at exactly `path` in a table already read (later lines stack over earlier ones). */
+export function topmostAt(mounts: readonly MountEntry[], path: string): MountEntry | undefined {
   for (let i = mounts.length - 1; i >= 0; i--) if (mounts[i]!.mountPoint === path) return mounts[i];
   return undefined;
 }

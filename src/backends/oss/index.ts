@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files.js';
 import type { Deadline } from '../../host/deadline.js';
-import { adoptFuseClient, FUSE_STOP_MS, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
+import { adoptFuseClient, describeExit, FUSE_STOP_MS, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
 import { probeThroughProxy, probeTcp, resolveHost } from '../../host/net.js';
 import { ensureMemoryDir } from '../../host/tmpfs.js';
 import { clientProxyEnv, describeProxy, proxyAuthorization, proxyFor, proxySecrets, type ProxySettings } from '../../proxy.js';
@@ -367,8 +367,7 @@ export class OssBackend implements Backend {
     void daemon.exited.then((exit) => {
       if (this.daemons.get(target) !== daemon) return; // unmounted on purpose
       this.daemons.delete(target);
-      const how = exit.signal ? `was killed by ${exit.signal}` : exit.code !== undefined ? `exited with code ${exit.code}` : 'exited';
-      ctx.onMountLost(name, `${daemon.command} ${how}${exit.stderr ? `: ${exit.stderr}` : ''}`);
+      ctx.onMountLost(name, `${daemon.command} ${describeExit(exit)}`);
     });
   }
 

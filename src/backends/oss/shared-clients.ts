@@ -16,9 +16,9 @@ import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Deadline } from '../../host/deadline.js';
 import { ensureDir, removeEmptyMountpoint } from '../../host/files.js';
-import { adoptFuseClient, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
+import { adoptFuseClient, describeExit, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
 import { run } from '../../host/exec.js';
-import { findMount, readMounts, type MountEntry } from '../../host/mountinfo.js';
+import { findMount, readMounts, topmostAt, type MountEntry } from '../../host/mountinfo.js';
 import { probeMount } from '../../host/probe.js';
 import { lazyUnmount } from '../../host/unmount.js';
 import { KeyedMutex } from '../../keyed-mutex.js';
@@ -168,7 +168,7 @@ export class SharedClients {
   private async stopIfUnused(root: string, ctx: BackendContext): Promise<void> {
     if (this.binding.has(root)) return; // a bind in flight: it is a user, or its failure looks again
     const mounts = await readMounts();
-    const shared = [...mounts].reverse().find((m) => m.mountPoint === root);
+    const shared = topmostAt(mounts, root);
     if (shared && mounts.some((m) => m.device === shared.device && m.mountPoint !== root)) return;
     this.clients.delete(root); // its exit is expected from here on
     this.members.delete(root);
@@ -189,8 +189,7 @@ export class SharedClients {
     void daemon.exited.then((exit) => {
       if (this.clients.get(root) !== daemon) return; // stopped on purpose
       this.clients.delete(root);
-      const how = exit.signal ? `was killed by ${exit.signal}` : exit.code !== undefined ? `exited with code ${exit.code}` : 'exited';
-      const reason = `the bucket's shared ${daemon.command} client ${how}${exit.stderr ? `: ${exit.stderr}` : ''}`;
+      const reason = `the bucket's shared ${daemon.command} client ${describeExit(exit)}`;
       for (const name of this.members.get(root) ?? []) ctx.onMountLost(name, reason);
     });
   }
@@ -215,7 +214,7 @@ async function refuseSymlinks(root: string): Promise<MountEntry> {
 /** The shared mount that `target` is a bind of: under the mount root's SHARED_DIR, with the same device. */
 async function sharedMountOf(target: string, mountRoot: string): Promise<MountEntry | undefined> {
   const mounts = await readMounts();
-  const mine = [...mounts].reverse().find((m) => m.mountPoint === target);
+  const mine = topmostAt(mounts, target);
   if (!mine?.fsType.startsWith('fuse')) return undefined;
   const dir = path.join(mountRoot, SHARED_DIR) + '/';
   return mounts.find((m) => m.device === mine.device && m.mountPoint.startsWith(dir) && m.mountPoint !== target);
