@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { SHARED_DIR } from '../../src/backends/oss/shared-clients.js';
 import { readMounts, type MountEntry } from '../../src/host/mountinfo.js';
 import { rootSkipReason } from '../helpers/env.js';
-import { sleep } from '../helpers/faults.js';
+import { sleep, stopProcess, Undo } from '../helpers/faults.js';
 import { holdMount, type Holder } from '../helpers/holder.js';
 import { finishPlugin, startPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
@@ -210,6 +210,29 @@ describe('OSS volumes sharing one FUSE client per bucket', { skip: rootSkipReaso
     assert.equal(await s3.getObject(BUCKET, 'k/2/after.txt'), 'after\n');
     await unmount('k1', r1);
     await unmount('k2', r2);
+    assert.equal(await until(async () => (await sharedClients(plugin)).length === 0), true);
+  });
+
+  it('keeps a stopped (SIGSTOP) shared client and its volumes, and fails a new volume of it by name instead of binding from it', async () => {
+    await create('s1', { path: '/s/1' });
+    await create('s2', { path: '/s/2' });
+    const r1 = id();
+    const t1 = await mount('s1', r1);
+    const [client] = await sharedClients(plugin);
+    const undo = new Undo();
+    try {
+      stopProcess(client!.pid, undo);
+      const r = await call('Mount', { Name: 's2', ID: id() });
+      assert.match(String(r.json.Err), /volume s2: the shared client of bucket shared does not answer \(.*\); it is kept, with the volumes it serves/);
+      assert.equal(await mountAt(target('s2')), undefined, 's2 was left mounted');
+      assert.ok(await mountAt(t1), "the stopped client's volume was unmounted");
+    } finally {
+      await undo.run();
+    }
+    // Continued, it is the same client, and it serves again.
+    assert.deepEqual((await sharedClients(plugin)).map((c) => c.pid), [client!.pid]);
+    assert.equal(await until(() => serves(t1)), true);
+    await unmount('s1', r1);
     assert.equal(await until(async () => (await sharedClients(plugin)).length === 0), true);
   });
 
