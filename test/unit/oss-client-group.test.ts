@@ -1,13 +1,15 @@
 // Which OSS volumes may share one FUSE client (client-group.ts): only those a single client would
 // serve exactly as their own clients would, named so that the name gives nothing of the keys away.
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { clientGroup, groupKey } from '../../src/backends/oss/client-group.js';
 import { toSpec } from '../../src/backends/oss/options.js';
 import { OssBackend } from '../../src/backends/oss/index.js';
-import { tempDir } from '../helpers/env.js';
+import { BackendError } from '../../src/backends/types.js';
+import { fillUntilFull, mountTmpfs, Undo } from '../helpers/faults.js';
+import { rootSkipReason, tempDir } from '../helpers/env.js';
 
 const KEY = Buffer.alloc(32, 1);
 const SECRET = 'Group-Secret-5e2d';
@@ -55,6 +57,26 @@ describe('OSS client groups', () => {
       assert.ok(!(await readFile(file, 'latin1')).includes(SECRET));
     } finally {
       await cleanup();
+    }
+  });
+  it('names the directory when the key cannot be kept (a full filesystem), and tries again once there is room', { skip: rootSkipReason() }, async () => {
+    const { dir, cleanup } = await tempDir();
+    const undo = new Undo();
+    undo.add('the temporary directory', cleanup);
+    try {
+      const full = path.join(dir, 'full');
+      await mountTmpfs(full, '64k', undo);
+      const filler = path.join(full, 'filler');
+      await fillUntilFull(filler);
+      await assert.rejects(groupKey(full), (err: Error) => {
+        assert.ok(err instanceof BackendError);
+        assert.match(err.message, new RegExp(`^the key that names shared FUSE clients could not be kept in ${full}: ENOSPC`));
+        return true;
+      });
+      await rm(filler);
+      assert.equal((await groupKey(full)).length, 32);
+    } finally {
+      await undo.run();
     }
   });
 });

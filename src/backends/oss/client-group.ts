@@ -10,6 +10,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { BackendError } from '../types.js';
 import type { Credentials } from './credentials.js';
 import type { OssSpec } from './options.js';
 
@@ -36,7 +37,10 @@ const loaded = new Map<string, Promise<Buffer>>();
 export function groupKey(dir: string): Promise<Buffer> {
   let p = loaded.get(dir);
   if (!p) {
-    p = readOrMakeKey(path.join(dir, KEY_FILE));
+    p = readOrMakeKey(path.join(dir, KEY_FILE)).catch((err: Error) => {
+      // A full or read-only state filesystem: the Mount fails saying so, before any client starts.
+      throw new BackendError(`the key that names shared FUSE clients could not be kept in ${dir}: ${err.message}`);
+    });
     p.catch(() => loaded.delete(dir));
     loaded.set(dir, p);
   }
