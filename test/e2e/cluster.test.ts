@@ -311,20 +311,27 @@ describe('a swarm of three nodes with ossnas on each', { skip: rootSkipReason(),
   it('a global service: every node reads every other node\'s files complete (the delays are measured, not asserted)', async (t) => {
     const svc = `shared-${RUN}`;
     const vol = `shared-${RUN}`;
-    await createService(svc, vol, 'mkdir -p /data/shared; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo $i >> /data/shared/$NODE; sleep 0.2; done; sleep 3600', ['--mode', 'global']);
+    // Each task appends 20 lines to a file of its own, then writes a marker beside it.
+    await createService(svc, vol, 'mkdir -p /data/shared; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo $i >> /data/shared/$NODE; sleep 0.2; done; echo 20 > /data/shared/$NODE.done; sleep 3600', ['--mode', 'global']);
     const on = await runningOn(svc, nodes.length);
     assert.deepEqual(on.map((n) => n.name).sort(), nodes.map((n) => n.name));
     const ids = [...nodeIds.keys()];
-    // Every node reads every node's file, complete, through its own mount.
+    // Every node reads every node's file, complete, through its own mount, once every writer has
+    // finished. No node opens a file while its own task still appends to it: with s3fs 1.90 an
+    // open on the same host during an append's upload can lose that append (docs/operations.md,
+    // Known limitations), which polled reads here once did, in about one run in nine.
+    for (const n of nodes) {
+      const c = await containerOn(n, svc);
+      await waitFor(`${n.name} to see every node's marker`, async () =>
+        (await n.dockerResult(['exec', c, 'sh', '-c', ids.map((id) => `test -e /data/shared/${id}.done`).join(' && ')])).exitCode === 0, 60_000, 500);
+    }
     for (const n of nodes) {
       const c = await containerOn(n, svc);
       let seen = '';
       await waitFor(`${n.name} to see 20 lines from every node`, async () => {
         seen = await exec(n, c, ids.map((id) => `wc -l < /data/shared/${id} 2>/dev/null || echo 0`).join('; '));
         return seen.split('\n').every((x) => x.trim() === '20');
-      // Usually within a second or two; once, in a full CI run, a node had not seen them after 30 s
-      // (cause not found): a longer wait, and on failure what that node saw against the bucket.
-      }, 90_000, 500).catch(async (e: Error) => {
+      }, 30_000, 500).catch(async (e: Error) => {
         const inBucket = await Promise.all(ids.map(async (id) => ((await s3.getObject(BUCKET, `shared/${id}`)) ?? '').split('\n').filter(Boolean).length));
         throw new Error(`${e.message}; lines ${n.name} saw: ${seen.split('\n').join(' ')}; lines in the bucket: ${inBucket.join(' ')}`);
       });
