@@ -44,6 +44,16 @@ describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 6
     }
   });
 
+  it('append-while-read: each client wrote every round and nothing is left mounted (losses are counted, not judged)', async () => {
+    const mountsBefore = new Set((await readMounts()).map((m) => m.mountPoint));
+    const j = await runQuick('append-while-read');
+    const results = j.results as { client: string; rounds: number; linesWritten: number; roundsWithLoss: number }[];
+    assert.deepEqual(results.map((r) => r.client), ['s3fs', 'rclone']);
+    for (const r of results) assert.ok(r.rounds > 0 && r.linesWritten === r.rounds * (j.lines as number) && r.roundsWithLoss <= r.rounds, JSON.stringify(r));
+    const left = (await readMounts()).map((m) => m.mountPoint).filter((mp) => !mountsBefore.has(mp));
+    assert.deepEqual(left, [], 'the benchmark left mounts behind');
+  });
+
   const runs: Array<[string, string[]]> = [
     ['mount-cycle', []],
     ['restore', []],
