@@ -12,15 +12,13 @@
 // append an open, a write and a close, so s3fs uploads at each close), while another opens and
 // reads the file every 20 ms. Once the writer is done and the client has uploaded (rclone
 // uploads after close), the object must hold 1..N in order; a round that does not lost lines.
-import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { execa, type ResultPromise } from 'execa';
-import { tempDir } from '../test/helpers/env.js';
+import { execa } from 'execa';
 import { startS3, type S3Server } from '../test/helpers/s3.js';
 import { runMeta } from './build.js';
-import { Cleanup, forceCleanBelow, log, requireRoot, runBench, sleep, textTable, writeJsonReport } from './fuse-host.js';
-import { mountsBelow } from './process.js';
+import { Cleanup, log, requireRoot, runBench, sleep, textTable, writeJsonReport } from './fuse-host.js';
+import { clientVersion, mountRaw, parseClients, type RawClientName } from './raw-clients.js';
 
 const BUCKET = 'append';
 const APPEND_EVERY_S = 0.05;
@@ -28,10 +26,8 @@ const READ_EVERY_S = 0.02;
 /** How long rclone may take to upload a closed file (its write-back delay is 5 s). */
 const UPLOAD_WAIT_MS = 30_000;
 
-type ClientName = 's3fs' | 'rclone';
-
 interface ClientResult {
-  client: ClientName;
+  client: RawClientName;
   version: string;
   rounds: number;
   roundsWithLoss: number;
@@ -42,27 +38,6 @@ interface ClientResult {
   settleMs: number;
 }
 
-/** The client, mounting the bucket at `mp` in the foreground; keys through a file or the environment, never argv. */
-function startClient(name: ClientName, s3: S3Server, mp: string, dir: string): ResultPromise {
-  if (name === 's3fs') {
-    const o = [`url=${s3.url}`, 'use_path_request_style', `passwd_file=${path.join(dir, 'passwd')}`, `tmpdir=${dir}`];
-    return execa('s3fs', [BUCKET, mp, '-f', ...o.flatMap((x) => ['-o', x])], { reject: false, all: true });
-  }
-  // A minimal environment: rclone 1.60 refuses to start with AWS_CA_BUNDLE set ("unable to load
-  // custom CA bundle"), which some machines export.
-  return execa('rclone', ['mount', `:s3:${BUCKET}`, mp, '--s3-provider', 'Other', '--s3-endpoint', s3.url, '--vfs-cache-mode', 'writes', '--cache-dir', path.join(dir, 'cache')], {
-    reject: false,
-    all: true,
-    extendEnv: false,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, RCLONE_S3_ACCESS_KEY_ID: 'S3RVER', RCLONE_S3_SECRET_ACCESS_KEY: 'S3RVER' },
-  });
-}
-
-async function versionOf(name: ClientName): Promise<string> {
-  const out = (await execa(name, ['--version'], { reject: false, all: true })).all ?? '';
-  return /\b[Vv]?(\d+\.\d+(?:\.\d+)?)\b/.exec(out)?.[1] ?? '?';
-}
-
 /** Lines of the object that are not 1..N in order: how many of 1..N it lacks. */
 function missing(text: string, n: number): number {
   const have = new Set(text.split('\n').filter(Boolean).map(Number));
@@ -71,31 +46,11 @@ function missing(text: string, n: number): number {
   return lost;
 }
 
-async function runClient(name: ClientName, s3: S3Server, rounds: number, lines: number, cleanup: Cleanup): Promise<ClientResult> {
-  const t = await tempDir(`ossnas-bench-append-${name}-`);
-  const mp = path.join(t.dir, 'mnt');
-  await mkdir(mp);
-  await writeFile(path.join(t.dir, 'passwd'), 'S3RVER:S3RVER\n', { mode: 0o600 });
-  const client = startClient(name, s3, mp, t.dir);
-  let out = '';
-  let exited = false;
-  client.all?.on('data', (c: Buffer) => (out += String(c)));
-  client.once('exit', () => (exited = true));
-  const stop = async () => {
-    await execa('fusermount', ['-u', mp], { reject: false });
-    if ((await mountsBelow(t.dir)).length) await execa('umount', ['-l', mp], { reject: false });
-    client.kill('SIGTERM');
-    await client;
-    const left = await forceCleanBelow(t.dir);
-    if (left.length) log(`cleanup (${name}): ${left.join('; ')}`);
-    await t.cleanup();
-  };
-  cleanup.add(`${name} client`, stop);
-  for (let i = 0; !(await mountsBelow(t.dir)).includes(mp); i++) {
-    if (i > 200 || exited) throw new Error(`${name} did not mount ${mp}: ${out.slice(-500)}`);
-    await sleep(50);
-  }
-  const result: ClientResult = { client: name, version: await versionOf(name), rounds, roundsWithLoss: 0, linesLost: 0, linesWritten: 0, settleMs: 0 };
+async function runClient(name: RawClientName, s3: S3Server, rounds: number, lines: number, cleanup: Cleanup): Promise<ClientResult> {
+  const m = await mountRaw(name, s3, BUCKET);
+  cleanup.add(`${name} client`, m.stop);
+  const mp = m.mp;
+  const result: ClientResult = { client: name, version: await clientVersion(name), rounds, roundsWithLoss: 0, linesLost: 0, linesWritten: 0, settleMs: 0 };
   for (let r = 0; r < rounds; r++) {
     const key = `${name}-${r}`;
     const file = path.join(mp, key);
@@ -134,8 +89,7 @@ async function main(): Promise<void> {
   requireRoot('append-while-read');
   const rounds = Number(values.rounds ?? (values.quick ? 3 : 15));
   const lines = Number(values.lines ?? (values.quick ? 20 : 40));
-  const clients = values.clients.split(',') as ClientName[];
-  for (const c of clients) if (c !== 's3fs' && c !== 'rclone') throw new Error(`--clients: unknown client '${c}' (s3fs, rclone)`);
+  const clients = parseClients(values.clients);
   const started = new Date();
   const cleanup = new Cleanup();
   const results: ClientResult[] = [];

@@ -34,6 +34,15 @@ async function runQuick(script: string, args: string[] = []): Promise<Record<str
   }
 }
 
+/** runQuick, and then no mount is left that was not there before. */
+async function runQuickLeavingNothingMounted(script: string, args: string[] = []): Promise<Record<string, unknown>> {
+  const mountsBefore = new Set((await readMounts()).map((m) => m.mountPoint));
+  const j = await runQuick(script, args);
+  const left = (await readMounts()).map((m) => m.mountPoint).filter((mp) => !mountsBefore.has(mp));
+  assert.deepEqual(left, [], 'the benchmark left mounts behind');
+  return j;
+}
+
 describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 60_000 }, () => {
   it('protocol: ossnas (with and without inline keys), rclone and the floor each answered every phase', async () => {
     const j = await runQuick('protocol');
@@ -45,13 +54,17 @@ describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 6
   });
 
   it('append-while-read: each client wrote every round and nothing is left mounted (losses are counted, not judged)', async () => {
-    const mountsBefore = new Set((await readMounts()).map((m) => m.mountPoint));
-    const j = await runQuick('append-while-read');
+    const j = await runQuickLeavingNothingMounted('append-while-read');
     const results = j.results as { client: string; rounds: number; linesWritten: number; roundsWithLoss: number }[];
     assert.deepEqual(results.map((r) => r.client), ['s3fs', 'rclone']);
     for (const r of results) assert.ok(r.rounds > 0 && r.linesWritten === r.rounds * (j.lines as number) && r.roundsWithLoss <= r.rounds, JSON.stringify(r));
-    const left = (await readMounts()).map((m) => m.mountPoint).filter((mp) => !mountsBefore.has(mp));
-    assert.deepEqual(left, [], 'the benchmark left mounts behind');
+  });
+
+  it('listing: each client listed every object, cold and warm, and nothing is left mounted', async () => {
+    const j = await runQuickLeavingNothingMounted('listing');
+    const results = j.results as { client: string; n: number; coldMs: number; warmMs: number; rssMiB: number }[];
+    assert.deepEqual(results.map((r) => `${r.client} ${r.n}`), ['s3fs 100', 'rclone 100']);
+    for (const r of results) assert.ok(r.coldMs > 0 && r.warmMs > 0 && r.rssMiB > 0, JSON.stringify(r));
   });
 
   const runs: Array<[string, string[]]> = [
@@ -65,12 +78,9 @@ describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 6
   ];
   for (const [script, args] of runs) {
     it(`${[script, ...args].join(' ')}: finishes, writes numbers and leaves nothing mounted`, async () => {
-      const mountsBefore = new Set((await readMounts()).map((m) => m.mountPoint));
-      const j = await runQuick(script, args);
+      const j = await runQuickLeavingNothingMounted(script, args);
       const numbers = numbersIn(j);
       assert.ok(numbers.filter((n) => n > 0).length >= 10, `too few numbers: ${JSON.stringify(j).slice(0, 500)}`);
-      const left = (await readMounts()).map((m) => m.mountPoint).filter((mp) => !mountsBefore.has(mp));
-      assert.deepEqual(left, [], 'the benchmark left mounts behind');
     });
   }
 });
