@@ -11,7 +11,7 @@
 // A round: one shell appends numbered lines to a new file (`echo N >> f`, one every 50 ms: each
 // append an open, a write and a close, so s3fs uploads at each close), while another opens and
 // reads the file every 20 ms. Once the writer is done and the client has uploaded (rclone
-// uploads after close), the object must hold 1..N in order; a round that does not lost lines.
+// uploads after close), the object must hold every line 1..N; a round where it does not lost lines.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
@@ -38,7 +38,7 @@ interface ClientResult {
   settleMs: number;
 }
 
-/** Lines of the object that are not 1..N in order: how many of 1..N it lacks. */
+/** How many of the lines 1..N the object lacks (an overwritten line is one it lacks). */
 function missing(text: string, n: number): number {
   const have = new Set(text.split('\n').filter(Boolean).map(Number));
   let lost = 0;

@@ -176,6 +176,13 @@ export async function waitListening(socket: string, timeoutMs: number): Promise<
 }
 
 
+/** PSS and RSS of a process in kB, from smaps_rollup. */
+export async function memoryKb(pid: number): Promise<{ pss: number; rss: number }> {
+  const text = await readFile(`/proc/${pid}/smaps_rollup`, 'latin1').catch(() => '');
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+  return { pss: field('Pss'), rss: field('Rss') };
+}
+
 /** CPU time a process has used, in ms: in user mode and in the kernel. */
 export async function cpuMs(pid: number): Promise<{ user: number; sys: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'latin1');

@@ -13,14 +13,15 @@
 // Each run of a client and an N is a fresh mount; its cold and warm times are the medians of
 // --runs. s3fs gets the options ossnas gives its own client; rclone `--vfs-cache-mode writes`
 // (bench/raw-clients.ts) and `--use-server-modtime` (no HEAD per object for the modification time).
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { tempDir } from '../test/helpers/env.js';
 import { startS3, type S3Server } from '../test/helpers/s3.js';
 import { runMeta } from './build.js';
-import { Cleanup, fmtMs, log, requireRoot, runBench, textTable, writeJsonReport } from './fuse-host.js';
+import { percentile } from './client.js';
+import { Cleanup, fmtMs, log, memoryKb, requireRoot, runBench, textTable, writeJsonReport } from './fuse-host.js';
 import { clientVersion, mountRaw, parseClients, rcloneEnv, rcloneRemote, type RawClientName } from './raw-clients.js';
 
 const BUCKET = 'listing';
@@ -37,7 +38,7 @@ interface Measurement {
   rssMiB: number;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 0.5);
 
 /** N objects under ls<N>/ in the bucket, put by rclone from a local directory. */
 async function putObjects(s3: S3Server, n: number): Promise<void> {
@@ -67,11 +68,6 @@ async function listMs(dir: string, n: number): Promise<number> {
   return ms;
 }
 
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'latin1').catch(() => '');
-  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) / 1024;
-}
-
 async function measure(client: RawClientName, s3: S3Server, n: number, runs: number, cleanup: Cleanup): Promise<Measurement> {
   const cold: number[] = [];
   const warm: number[] = [];
@@ -83,7 +79,7 @@ async function measure(client: RawClientName, s3: S3Server, n: number, runs: num
       const dir = path.join(m.mp, `ls${n}`);
       cold.push(await listMs(dir, n));
       warm.push(await listMs(dir, n));
-      rss = Math.max(rss, await rssMiB(m.pid));
+      rss = Math.max(rss, (await memoryKb(m.pid)).rss / 1024);
     } finally {
       await m.stop();
     }

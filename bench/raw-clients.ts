@@ -1,6 +1,8 @@
 // FUSE clients mounted on their own, without the plugin, for the benchmarks that compare clients:
-// s3fs with the options ossnas gives its own (docs/volumes.md, "Options the plugin sets itself")
-// and rclone mount with its S3 backend. Keys go through a file or the environment, never argv.
+// s3fs with the options ossnas gives its own that reach s3rver (docs/volumes.md, "Options the
+// plugin sets itself"; not ensure_diskfree), and rclone mount with its S3 backend and its write
+// cache (`--vfs-cache-mode writes`, the mode that can append). Keys go through a file or the
+// environment, never argv.
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -22,8 +24,6 @@ export interface RawMount {
 }
 
 export interface RawMountOptions {
-  /** rclone's --vfs-cache-mode; default writes (the mode that can append) */
-  rcloneCacheMode?: 'off' | 'minimal' | 'writes' | 'full';
   /** More arguments for the client: `-o x` words for s3fs, flags for rclone */
   extra?: string[];
 }
@@ -59,7 +59,7 @@ function start(name: RawClientName, s3: S3Server, bucket: string, mp: string, di
     return execa('s3fs', [bucket, mp, '-f', ...opts.flatMap((x) => ['-o', x]), ...(o.extra ?? [])], { reject: false, all: true });
   }
   const [remote, ...flags] = rcloneRemote(s3, bucket);
-  return execa('rclone', ['mount', remote!, mp, ...flags, '--allow-other', '--vfs-cache-mode', o.rcloneCacheMode ?? 'writes', '--cache-dir', path.join(dir, 'cache'), ...(o.extra ?? [])], {
+  return execa('rclone', ['mount', remote!, mp, ...flags, '--allow-other', '--vfs-cache-mode', 'writes', '--cache-dir', path.join(dir, 'cache'), ...(o.extra ?? [])], {
     reject: false,
     all: true,
     extendEnv: false,

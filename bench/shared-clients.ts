@@ -24,7 +24,7 @@ import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } 
 import { startS3, type S3Server } from '../test/helpers/s3.js';
 import { checkBuild, runMeta } from './build.js';
 import { BenchClient, percentile } from './client.js';
-import { Cleanup, fmtMs, forceCleanBelow, log, logPluginTail, mountId, requireRoot, runBench, s3fsClientsBelow, sleep, textTable, writeJsonReport } from './fuse-host.js';
+import { Cleanup, fmtMs, forceCleanBelow, log, logPluginTail, memoryKb, mountId, requireRoot, runBench, s3fsClientsBelow, sleep, textTable, writeJsonReport } from './fuse-host.js';
 
 const BUCKET = 'bench';
 const FILE_BYTES = 4096;
@@ -47,13 +47,6 @@ interface ModeResult {
   laterMount: { p50: number; p99: number };
   /** Every Mount, one after another */
   allMountedMs: number;
-}
-
-/** PSS and RSS of a process in kB, from smaps_rollup. */
-async function memoryKb(pid: number): Promise<{ pss: number; rss: number }> {
-  const text = await readFile(`/proc/${pid}/smaps_rollup`, 'latin1').catch(() => '');
-  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-  return { pss: field('Pss'), rss: field('Rss') };
 }
 
 async function runMode(mode: Mode, n: number, s3: S3Server, cleanup: Cleanup): Promise<ModeResult> {

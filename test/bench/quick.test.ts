@@ -55,9 +55,10 @@ describe('benchmarks, short versions', { skip: rootSkipReason(), timeout: 40 * 6
 
   it('append-while-read: each client wrote every round and nothing is left mounted (losses are counted, not judged)', async () => {
     const j = await runQuickLeavingNothingMounted('append-while-read');
-    const results = j.results as { client: string; rounds: number; linesWritten: number; roundsWithLoss: number }[];
+    const results = j.results as { client: string; rounds: number; linesWritten: number; linesLost: number; roundsWithLoss: number }[];
     assert.deepEqual(results.map((r) => r.client), ['s3fs', 'rclone']);
-    for (const r of results) assert.ok(r.rounds > 0 && r.linesWritten === r.rounds * (j.lines as number) && r.roundsWithLoss <= r.rounds, JSON.stringify(r));
+    // Losses are not judged, but a client whose writes never reached the bucket lost every line.
+    for (const r of results) assert.ok(r.rounds > 0 && r.linesLost < r.linesWritten && r.roundsWithLoss <= r.rounds, JSON.stringify(r));
   });
 
   it('listing: each client listed every object, cold and warm, and nothing is left mounted', async () => {
