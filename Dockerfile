@@ -32,11 +32,11 @@ RUN npm run build \
 
 # ---- runtime: what the plugin runs ----------------------------------------------------------
 FROM ${BASE_IMAGE}
-# s3fs: OSS/S3 volumes over FUSE; fuse3: fusermount3; util-linux: mount, umount, nsenter;
+# s3fs, rclone: OSS/S3 volumes over FUSE; fuse3: fusermount3; util-linux: mount, umount, nsenter;
 # tini: PID 1, reaps s3fs' double-forked daemons; ca-certificates: https endpoints.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      s3fs fuse3 util-linux e2fsprogs xfsprogs tini ca-certificates \
+      s3fs rclone fuse3 util-linux e2fsprogs xfsprogs tini ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
 # config.json starts /usr/local/bin/node: the node images have it there; a base that keeps node
 # elsewhere gets a link, and a base without node fails here rather than at `plugin enable`.

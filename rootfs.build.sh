@@ -2,7 +2,7 @@
 # Build the managed-plugin bundle that `docker plugin create ossnas plugin` takes:
 #
 #   $OUT/config.json   copy of the repo's config.json
-#   $OUT/rootfs/       Debian 12 minbase + s3fs, fuse3, util-linux, tini, ca-certificates,
+#   $OUT/rootfs/       Debian 12 minbase + s3fs, rclone, fuse3, util-linux, tini, ca-certificates,
 #                      the official Node binary at /usr/local/bin/node, and the app at /app
 #
 # Why not a Dockerfile: the machines this project is built on reach Debian's apt mirror and
@@ -28,10 +28,10 @@ set -euo pipefail
 # ---------------------------------------------------------------------------------------------
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)   # the script lives at the repo top
 SUITE=bookworm
-# Packages the plugin runs: s3fs (OSS/S3 via FUSE), fuse3 (fusermount3 for unmounting),
-# util-linux (mount, umount, nsenter), tini (PID 1: reaps s3fs' double-forked children),
-# ca-certificates (https endpoints).
-PACKAGES=(s3fs fuse3 util-linux e2fsprogs xfsprogs tini ca-certificates)
+# Packages the plugin runs: s3fs and rclone (OSS/S3 via FUSE: the volume option client=),
+# fuse3 (fusermount3: unmounting, and rclone's mount), util-linux (mount, umount, nsenter),
+# tini (PID 1: reaps s3fs' double-forked children), ca-certificates (https endpoints).
+PACKAGES=(s3fs rclone fuse3 util-linux e2fsprogs xfsprogs tini ca-certificates)
 # Bump when the way the base is built changes (shrink rules, extra files...): it changes the
 # cache key, so every builder gets a fresh base instead of a stale cached one.
 BASE_RECIPE_VERSION=1

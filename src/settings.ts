@@ -34,7 +34,7 @@ export interface Settings {
    */
   shareClients: boolean;
   /** What an OSS volume created without `url` or credentials gets, so compose files name only a bucket. */
-  ossDefaults: { url?: string; credentials?: string };
+  ossDefaults: { url?: string; credentials?: string; client?: string };
   /**
    * Capabilities' Scope. `global` tells Docker (and swarm) that a volume name means the same data
    * on every host, which holds only when every host has the plugin, the profile and the same
@@ -81,6 +81,7 @@ export const DEFAULTS = {
   OSSNAS_SHARE_CLIENTS: 'false',
   OSSNAS_DEFAULT_URL: '',
   OSSNAS_DEFAULT_CREDENTIALS: '',
+  OSSNAS_DEFAULT_CLIENT: '',
   LOG_LEVEL: 'info',
   SCOPE: 'local',
   OSSNAS_METRICS_ADDRESS: '',
@@ -241,6 +242,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     ossDefaults: {
       ...(get('OSSNAS_DEFAULT_URL') && { url: get('OSSNAS_DEFAULT_URL') }),
       ...(get('OSSNAS_DEFAULT_CREDENTIALS') && { credentials: get('OSSNAS_DEFAULT_CREDENTIALS') }),
+      ...(get('OSSNAS_DEFAULT_CLIENT') && { client: get('OSSNAS_DEFAULT_CLIENT') }),
     },
     scope,
     ...(get('OSSNAS_METRICS_ADDRESS') && { metricsAddress: listenAddress('OSSNAS_METRICS_ADDRESS', get('OSSNAS_METRICS_ADDRESS')) }),

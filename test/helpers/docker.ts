@@ -342,13 +342,13 @@ export async function processesWith(needle: string, file: 'cmdline' | 'environ' 
   return hits;
 }
 
-/** The FUSE client (s3fs) serving a mountpoint of the plugin (its path inside the plugin), by its argv. */
+/** The FUSE client (s3fs or rclone mount) serving a mountpoint of the plugin (its path inside the plugin), by its argv. */
 export async function fuseClientPid(pluginPath: string): Promise<number | undefined> {
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const argv = (await readFile(`/proc/${e}/cmdline`, 'latin1').catch(() => '')).split('\0');
     // s3fs splits its `bucket:/path` argument in place, so the mountpoint's position varies.
-    if (path.basename(argv[0] ?? '') === 's3fs' && argv.slice(1).includes(pluginPath)) return Number(e);
+    if (['s3fs', 'rclone'].includes(path.basename(argv[0] ?? '')) && argv.slice(1).includes(pluginPath)) return Number(e);
   }
   return undefined;
 }

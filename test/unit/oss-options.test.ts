@@ -127,7 +127,7 @@ describe('otherOpts allow-list', () => {
     assert.throws(() => parseOtherOpts('allow_other'), /'allow_other' is set by ossnas \(always on\)/);
   });
   it('refuses what is not on the list, and lists what is', () =>
-    assert.throws(() => parseOtherOpts('-o use_cache=/'), /'use_cache' is not allowed; allowed: connect_timeout/));
+    assert.throws(() => parseOtherOpts('-o use_cache=/'), /'use_cache' is not allowed for s3fs; allowed: connect_timeout/));
   it('checks values', () => {
     assert.throws(() => parseOtherOpts('-o retries=many'), /'retries' needs a value/);
     assert.throws(() => parseOtherOpts('-o kernel_cache=1'), /'kernel_cache' takes no value/);

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { DISK_KEYS } from '../../src/backends/disk/options.js';
 import { NAS_KEYS } from '../../src/backends/nas/options.js';
 import { ALLOWED_OTHER_OPTS } from '../../src/backends/oss/other-opts.js';
+import { RCLONE_ALLOWED } from '../../src/backends/oss/rclone-opts.js';
 import { OSS_KEYS } from '../../src/backends/oss/options.js';
 import { DEFAULTS } from '../../src/settings.js';
 
@@ -102,7 +103,7 @@ describe('docs and the code agree', () => {
     const text = section(volumesDoc, 'docs/volumes.md', 'The otherOpts allow-list');
     const documented = new Set([...text.matchAll(/`([a-z_0-9]+)`/g)].map((m) => m[1]!));
     assert.ok(/With ossfs only[^\n]*`readdir_optimize`/.test(text), 'readdir_optimize is not marked as ossfs only');
-    assert.deepEqual([...documented].sort(), [...ALLOWED_OTHER_OPTS].sort());
+    assert.deepEqual([...documented].sort(), [...new Set([...ALLOWED_OTHER_OPTS, ...Object.keys(RCLONE_ALLOWED)])].sort());
   });
 
   it('has a row in docs/settings.md for every setting of config.json and of the code', async () => {

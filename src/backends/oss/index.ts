@@ -1,10 +1,12 @@
 // type=oss: a bucket (or a prefix of it) through a FUSE client running inside the plugin,
-// mounted under the propagated mount. s3fs is used, or ossfs when the rootfs has it.
+// mounted under the propagated mount. The volume's `client` says which: s3fs (or ossfs, its
+// fork, when the rootfs has it), or rclone mount (rclone-client.ts).
 import { access, constants } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { ensureDir, removeFileQuietly, writePrivateFile } from '../../host/files.js';
 import type { Deadline } from '../../host/deadline.js';
+import { findMount } from '../../host/mountinfo.js';
 import { adoptFuseClient, describeExit, FUSE_STOP_MS, FuseMountError, startFuseDaemon, unmountFuse, type FuseDaemon } from '../../host/fuse.js';
 import { probeThroughProxy, probeTcp, resolveHost } from '../../host/net.js';
 import { ensureMemoryDir } from '../../host/tmpfs.js';
@@ -18,10 +20,13 @@ import { resolveCredentials, roleCredentials, type Credentials } from './credent
 import { refusedByClient } from './other-opts.js';
 import { OptionsError } from '../options.js';
 import { SettingsError, type Settings } from '../../settings.js';
-import { fromSpec, NO_CREDENTIALS_HELP, normalizeEndpoint, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
+import { fromSpec, NO_CREDENTIALS_HELP, normalizeEndpoint, OSS_CLIENTS, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
+import type { OssClientName } from './other-opts.js';
+import { checkBucket, RCLONE_CACHE_DIR, rcloneConfig, rcloneMountArgs, retireCache, waitForUploads } from './rclone-client.js';
 import { checkProfileSetting } from '../profiles.js';
 
-type Client = 's3fs' | 'ossfs';
+/** The program that serves a volume: `client=s3fs` runs s3fs or ossfs. */
+type Client = 's3fs' | 'ossfs' | 'rclone';
 
 /** What a client start needs that does not depend on where it mounts. */
 interface PreparedStart {
@@ -30,9 +35,12 @@ interface PreparedStart {
   runtime: ClientRuntime;
   hostPid: number | undefined;
 }
-const CLIENTS: readonly Client[] = ['s3fs', 'ossfs'];
+/** Every program whose mounts a restarted plugin adopts. */
+const CLIENTS: readonly Client[] = ['s3fs', 'ossfs', 'rclone'];
 
 const CLIENT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** What `rclone mount` is left for its start after the check of the bucket (measured: 30-100 ms). */
+const RCLONE_START_MS = 1000;
 /** At most this for the RAM role's credentials: the metadata service is on the instance's own link. */
 const ROLE_CHECK_MS = 3000;
 
@@ -43,11 +51,12 @@ async function onPath(command: string): Promise<boolean> {
   return false;
 }
 
-let clientChoice: Promise<Client> | undefined;
-/** ossfs when it is installed (Alibaba's own client), else s3fs speaking OSS's S3 API. */
-function chooseClient(): Promise<Client> {
-  clientChoice ??= onPath('ossfs').then((yes) => (yes ? 'ossfs' : 's3fs'));
-  return clientChoice;
+let s3fsFamily: Promise<'s3fs' | 'ossfs'> | undefined;
+/** For client=s3fs: ossfs when it is installed (Alibaba's own client), else s3fs speaking OSS's S3 API. */
+function chooseClient(spec: OssSpec): Promise<Client> {
+  if (spec.client === 'rclone') return Promise.resolve('rclone');
+  s3fsFamily ??= onPath('ossfs').then((yes) => (yes ? 'ossfs' : 's3fs'));
+  return s3fsFamily;
 }
 
 /** Path-style requests are the only ones an IP address or localhost endpoint can answer. */
@@ -67,7 +76,7 @@ interface CredentialHandoff {
   options: string[];
 }
 
-export function credentialHandoff(client: Client, spec: OssSpec, creds: Credentials | undefined, dir: string): CredentialHandoff {
+export function credentialHandoff(client: 's3fs' | 'ossfs', spec: OssSpec, creds: Credentials | undefined, dir: string): CredentialHandoff {
   if (!creds) return { env: {}, options: [] };
   if (creds.securityToken) {
     if (client !== 's3fs') {
@@ -168,7 +177,7 @@ async function hostPidForClients(ctx: BackendContext): Promise<number | undefine
  * calls it before listening, so that `docker plugin enable` fails instead of a plugin that
  * answers the handshake and then exits.
  */
-export function checkOssDefaults(defaults: Settings['ossDefaults']): Settings['ossDefaults'] {
+export function checkOssDefaults(defaults: Settings['ossDefaults']): Settings['ossDefaults'] & { client?: OssClientName } {
   let url: string | undefined;
   try {
     url = defaults.url === undefined ? undefined : normalizeEndpoint(defaults.url);
@@ -176,7 +185,11 @@ export function checkOssDefaults(defaults: Settings['ossDefaults']): Settings['o
     throw new SettingsError(`OSSNAS_DEFAULT_URL: ${(err as Error).message}`);
   }
   if (defaults.credentials !== undefined) checkProfileSetting('OSSNAS_DEFAULT_CREDENTIALS', defaults.credentials);
-  return { ...(url && { url }), ...(defaults.credentials && { credentials: defaults.credentials }) };
+  const client = defaults.client?.trim().toLowerCase();
+  if (client && !OSS_CLIENTS.includes(client as OssClientName)) {
+    throw new SettingsError(`OSSNAS_DEFAULT_CLIENT must be one of ${OSS_CLIENTS.join(', ')} (or empty for s3fs), got '${defaults.client}'`);
+  }
+  return { ...(url && { url }), ...(defaults.credentials && { credentials: defaults.credentials }), ...(client && { client: client as OssClientName }) };
 }
 
 let memoryRunDir: Promise<unknown> | undefined;
@@ -220,7 +233,7 @@ export class OssBackend implements Backend {
   readonly keys = OSS_KEYS;
   /** Running clients by mountpoint. Empty after a plugin restart; unmount then works from the mount table. */
   private readonly daemons = new Map<string, FuseDaemon>();
-  private readonly defaults: Settings['ossDefaults'];
+  private readonly defaults: ReturnType<typeof checkOssDefaults>;
   /** Clients shared by the volumes of one bucket (OSSNAS_SHARE_CLIENTS). */
   private readonly shared = new SharedClients(CLIENTS);
 
@@ -244,7 +257,8 @@ export class OssBackend implements Backend {
         throw new OptionsError(`credentials are required, and the instance's RAM role cannot stand in for them (${err.message}): ${NO_CREDENTIALS_HELP}`);
       });
     }
-    const refused = refusedByClient(await chooseClient(), spec.otherOpts);
+    const client = await chooseClient(spec);
+    const refused = client === 'rclone' ? undefined : refusedByClient(client, spec.otherOpts);
     if (refused) throw new OptionsError(refused);
   }
 
@@ -256,13 +270,15 @@ export class OssBackend implements Backend {
       path: spec.path,
       credentials: spec.credentials ? `profile ${spec.credentials}` : spec.akId ? 'inline' : spec.ramRole ? "the instance's RAM role" : 'none (public bucket)',
       readonly: spec.readonly,
+      client: spec.client,
     };
   }
 
-  /** For a volume bound to a shared client: how many volumes this process knows to share it. */
-  observed(name: string): Record<string, unknown> | undefined {
+  /** The program that serves the volume, and for a volume bound to a shared client, how many volumes this process knows to share it. */
+  observed(name: string, options: VolumeOptions): Record<string, unknown> | undefined {
+    const spec = toSpec(options);
     const n = this.shared.sharedWith(name);
-    return n === undefined ? undefined : { client: `shared by ${n} volume${n === 1 ? '' : 's'}` };
+    return n === undefined ? undefined : { client: `${spec.client}, shared by ${n} volume${n === 1 ? '' : 's'}` };
   }
 
   async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
@@ -273,7 +289,9 @@ export class OssBackend implements Backend {
     old?.stop();
     try {
       const prepared = await this.prepare(spec, ctx, deadline);
-      if (ctx.settings.shareClients) {
+      // rclone volumes keep a client of their own: a shared one would need its uploads waited
+      // for when its last volume goes (see unmount), which shared-clients.ts does not do yet.
+      if (ctx.settings.shareClients && prepared.client !== 'rclone') {
         const group = clientGroup(spec, prepared.creds, await groupKey(prepared.runtime.cwd));
         const root = this.shared.rootOf(ctx.settings.mountRoot, group);
         // The shared client mounts the whole bucket; the volume is its path in it.
@@ -297,7 +315,7 @@ export class OssBackend implements Backend {
     const [, prepared, hostPid] = await firstFailureInOrder([
       requireReachable(spec.url, deadline, ctx.settings.proxy),
       (async () => {
-        const client = await chooseClient();
+        const client = await chooseClient(spec);
         const creds = spec.ramRole
           ? await roleCredentials(ctx.settings, deadline.budget(ROLE_CHECK_MS, FUSE_STOP_MS)).catch((err: Error) => {
               throw new BackendError(`getting the instance's RAM role credentials for bucket ${spec.bucket} failed: ${err.message}`);
@@ -321,6 +339,8 @@ export class OssBackend implements Backend {
     deadline: Deadline,
   ): Promise<FuseDaemon> {
     const dir = path.join(ctx.settings.runDir, 'oss', label);
+    const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : []), ...proxySecrets(ctx.settings.proxy)];
+    if (client === 'rclone') return this.startRclone(label, spec, target, { creds, runtime, hostPid }, dir, secrets, ctx, deadline);
     let credFile: string | undefined;
     try {
       // Keys go to a file only for an endpoint that answered.
@@ -331,7 +351,6 @@ export class OssBackend implements Backend {
         credFile = handoff.file.path;
         await writePrivateFile(handoff.file.path, handoff.file.text);
       }
-      const secrets = [...secretValues(options), ...(creds ? Object.values(creds) : []), ...proxySecrets(ctx.settings.proxy)];
       return await startFuseDaemon({
         command: client,
         args: clientArgs(spec, target, [...runtime.options, ...diskFreeOptions(spec, ctx.settings), ...handoff.options]),
@@ -348,6 +367,48 @@ export class OssBackend implements Backend {
     } finally {
       // The client has read its keys by the time the mount is ready (or it has given up).
       if (credFile) await removeFileQuietly(credFile);
+    }
+  }
+
+  /**
+   * rclone mount: its keys in a config file in memory (removed once the mount is ready), the
+   * bucket checked with them first, its write cache in the state directory, one per volume.
+   */
+  private async startRclone(
+    label: string,
+    spec: OssSpec,
+    target: string,
+    { creds, runtime, hostPid }: Omit<PreparedStart, 'client'>,
+    dir: string,
+    secrets: string[],
+    ctx: BackendContext,
+    deadline: Deadline,
+  ): Promise<FuseDaemon> {
+    const configFile = path.join(dir, 'rclone.conf');
+    // Go reads the CA bundle named by SSL_CERT_FILE; relative to the client's cwd, as for s3fs (client-runtime.ts).
+    const ca = runtime.env.CURL_CA_BUNDLE;
+    const env = { PATH: CLIENT_PATH, HOME: dir, ...clientProxyEnv(ctx.settings.proxy) };
+    await requireMemoryRunDir(ctx.settings.runDir, ctx);
+    await ensureDir(dir, 0o700);
+    try {
+      await writePrivateFile(configFile, rcloneConfig(spec, creds));
+      // The check may take what is left but the mount's own start (fast: rclone asks the server nothing to mount).
+      const checkMs = deadline.budget(Infinity, FUSE_STOP_MS + RCLONE_START_MS);
+      await checkBucket(spec, configFile, { ...env, ...(ca && { SSL_CERT_FILE: path.join(runtime.cwd, ca) }) }, checkMs, secrets);
+      await ensureDir(path.join(runtime.cwd, RCLONE_CACHE_DIR), 0o700);
+      return await startFuseDaemon({
+        command: 'rclone',
+        args: rcloneMountArgs(spec, target, configFile, path.join(RCLONE_CACHE_DIR, label)),
+        env: { ...env, ...(ca && { SSL_CERT_FILE: ca }) },
+        cwd: runtime.cwd,
+        target,
+        deadlineMs: deadline.budget(Infinity, FUSE_STOP_MS),
+        secrets,
+        log: ctx.log,
+        hostPid,
+      });
+    } finally {
+      await removeFileQuietly(configFile);
     }
   }
 
@@ -371,7 +432,35 @@ export class OssBackend implements Backend {
     });
   }
 
-  async unmount(name: string, _options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
+  /**
+   * Before rclone's mount goes: every closed file uploaded. rclone exits at unmount with its
+   * uploads not done, and they would wait in the cache for this volume's next mount on this host.
+   * When they do not finish in time, the Unmount fails and the mount stays, still uploading; the
+   * next Unmount (or Remove) tries again.
+   */
+  private async waitForUploads(name: string, target: string, daemon: FuseDaemon | undefined, ctx: BackendContext, deadline: Deadline): Promise<void> {
+    if (!(await findMount(target))) return;
+    let running = true;
+    void daemon?.exited.then(() => (running = false));
+    const cache = path.join((await clientRuntime(ctx.settings.stateDir)).cwd, RCLONE_CACHE_DIR, name);
+    const pending = await waitForUploads(cache, deadline.budget(Infinity, FUSE_STOP_MS), () => running);
+    if (pending > 0 && running) {
+      throw new BackendError(
+        `volume ${name}: ${pending} file${pending === 1 ? ' is' : 's are'} not uploaded yet; the mount is kept, still uploading, and the next Unmount tries again`,
+      );
+    }
+    if (pending > 0) ctx.log.warn({ name, pending }, 'rclone exited with writes not uploaded: they are uploaded at the next mount of the volume');
+  }
+
+  /** An rclone volume's write cache: deleted if every write in it was uploaded, else kept aside (never deleted). */
+  async remove(name: string, options: VolumeOptions, ctx: BackendContext): Promise<void> {
+    if (toSpec(options).client !== 'rclone') return;
+    const cacheRoot = path.join((await clientRuntime(ctx.settings.stateDir)).cwd, RCLONE_CACHE_DIR);
+    const kept = await retireCache(cacheRoot, name);
+    if (kept) ctx.log.warn({ name, kept }, 'the removed volume held writes that were never uploaded: its cache is kept');
+  }
+
+  async unmount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
     // Whatever OSSNAS_SHARE_CLIENTS says now: the mount table tells how the volume was mounted.
     try {
       if (!this.daemons.has(target) && (await this.shared.unmount(name, target, ctx.settings.mountRoot, deadline, ctx))) return;
@@ -379,6 +468,7 @@ export class OssBackend implements Backend {
       throw new BackendError(`unmounting ${target} failed: ${(err as Error).message}`);
     }
     const daemon = this.daemons.get(target);
+    if (toSpec(options).client === 'rclone') await this.waitForUploads(name, target, daemon, ctx, deadline);
     this.daemons.delete(target); // its exit is expected from here on
     try {
       await unmountFuse(target, deadline.budget());

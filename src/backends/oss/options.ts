@@ -2,7 +2,7 @@
 // volume written two ways compares equal (idempotent Create).
 import { z } from 'zod';
 import { booleanOption, canonicalizeKeys, describeIssues, OptionsError, parsedString, subPathOption } from '../options.js';
-import { formatOtherOpts, parseOtherOpts } from './other-opts.js';
+import { formatOtherOpts, parseOtherOpts, type OssClientName } from './other-opts.js';
 import { PROFILE_NAME, PROFILE_NAME_RULE } from '../profiles.js';
 import { normalizeEndpoint } from '../../endpoint.js';
 
@@ -22,7 +22,10 @@ export const OSS_KEYS = [
   'umask',
   'readonly',
   'otherOpts',
+  'client',
 ] as const;
+
+export const OSS_CLIENTS: readonly OssClientName[] = ['s3fs', 'rclone'];
 
 export interface OssSpec {
   bucket: string;
@@ -40,7 +43,10 @@ export interface OssSpec {
   /** three octal digits */
   umask?: string;
   readonly: boolean;
+  /** for the client's allow-list, canonical: `-o a=1 -o b` */
   otherOpts: string;
+  /** s3fs (or ossfs, its fork, when the rootfs has it), or rclone mount */
+  client: OssClientName;
 }
 
 
@@ -83,13 +89,12 @@ const schema = z
       .transform((v) => Number.parseInt(v, 8).toString(8).padStart(3, '0'))
       .optional(),
     readonly: booleanOption.optional(),
-    otherOpts: parsedString((v) => {
-      try {
-        return formatOtherOpts(parseOtherOpts(v));
-      } catch (e) {
-        throw new Error((e as Error).message.replace(/^invalid option 'otherOpts': /, ''));
-      }
-    }).optional(),
+    otherOpts: z.string().optional(),
+    client: z
+      .string()
+      .transform((v) => v.toLowerCase())
+      .pipe(z.enum(OSS_CLIENTS, { error: `expected one of: ${OSS_CLIENTS.join(', ')}` }))
+      .optional(),
   })
   .superRefine((o, ctx) => {
     const inline = o.akId !== undefined || o.akSecret !== undefined || o.securityToken !== undefined;
@@ -107,6 +112,16 @@ const schema = z
         message: 'akId and akSecret go together',
       });
     }
+  })
+  // otherOpts is checked against the allow-list of the volume's own client.
+  .transform((o, ctx) => {
+    if (o.otherOpts === undefined) return o;
+    try {
+      return { ...o, otherOpts: formatOtherOpts(parseOtherOpts(o.otherOpts, o.client ?? 's3fs')) };
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', path: ['otherOpts'], message: (e as Error).message.replace(/^invalid option 'otherOpts': /, '') });
+      return z.NEVER;
+    }
   });
 
 /** What Create says when a volume with no credentials cannot use the instance's RAM role either. */
@@ -119,10 +134,11 @@ export const NO_CREDENTIALS_HELP =
  * Fills in the plugin-wide defaults (already validated) for what the options leave out: the
  * endpoint, and a profile when no credentials of any kind are given and the bucket is not public.
  */
-export function withDefaults(raw: Record<string, string>, defaults: { url?: string; credentials?: string }): Record<string, string> {
+export function withDefaults(raw: Record<string, string>, defaults: { url?: string; credentials?: string; client?: OssClientName }): Record<string, string> {
   const o = canonicalizeKeys(raw, OSS_KEYS, 'type=oss');
   const out = { ...o };
   if (o.url === undefined && defaults.url) out.url = defaults.url;
+  if (o.client === undefined && defaults.client) out.client = defaults.client;
   const hasCredentials = ['akId', 'akSecret', 'securityToken', 'credentials'].some((k) => o[k] !== undefined);
   if (!hasCredentials && !isPublicBucket(o.otherOpts) && defaults.credentials) out.credentials = defaults.credentials;
   return out;
@@ -151,6 +167,7 @@ export function toSpec(raw: Record<string, string>): OssSpec {
     ...(o.umask !== undefined && { umask: o.umask }),
     readonly: o.readonly ?? false,
     otherOpts: o.otherOpts ?? '',
+    client: o.client ?? 's3fs',
   };
 }
 
@@ -166,5 +183,7 @@ export function fromSpec(spec: OssSpec): Record<string, string> {
   if (spec.umask !== undefined) out.umask = spec.umask;
   out.readonly = String(spec.readonly);
   if (spec.otherOpts) out.otherOpts = spec.otherOpts;
+  // Written only for rclone: a volume with no client (all made before the option) is an s3fs one.
+  if (spec.client !== 's3fs') out.client = spec.client;
   return out;
 }

@@ -1,9 +1,15 @@
-// `otherOpts`: extra ossfs/s3fs `-o` options, only from an allow-list, so no volume option can
-// change the mount target, the credentials, or the plugin's own choices (allow_other, uid, ...).
+// `otherOpts`: extra `-o` options for the volume's FUSE client, only from that client's
+// allow-list, so no volume option can change the mount target, the credentials, or the plugin's
+// own choices (allow_other, uid, ...). One grammar for both clients: s3fs's `-o name=value`, which
+// rclone's own mount helper also takes (`-o vfs_cache_mode=writes` for `--vfs-cache-mode writes`).
 import { OptionsError } from '../options.js';
+import { RCLONE_ALLOWED, RCLONE_OWNED } from './rclone-opts.js';
+
+/** The client that serves an OSS volume (the volume option `client`). */
+export type OssClientName = 's3fs' | 'rclone';
 
 const NUMBER = /^[0-9]{1,12}$/;
-const FLAG = null;
+export const FLAG = null;
 
 /**
  * name -> accepted value (regex), or null for a flag that takes no value. Each was tried on the
@@ -78,7 +84,13 @@ const OWNED: Record<string, string> = {
   tmpdir: 'in the state directory, so that clients outlive an upgrade of the plugin',
 };
 
+/** The allow-list of s3fs (and ossfs): what a `client=s3fs` volume may give in otherOpts. */
 export const ALLOWED_OTHER_OPTS = Object.keys(ALLOWED);
+
+const TABLES: Record<OssClientName, { allowed: Record<string, RegExp | null>; owned: Record<string, string> }> = {
+  s3fs: { allowed: ALLOWED, owned: OWNED },
+  rclone: { allowed: RCLONE_ALLOWED, owned: RCLONE_OWNED },
+};
 
 export interface OtherOpt {
   name: string;
@@ -87,9 +99,11 @@ export interface OtherOpt {
 
 /**
  * Parses `-o a=1 -o b,c=2` (the CSI driver's form), `-oa=1` or a bare `a=1,b`, and returns the
- * options in order. Throws OptionsError naming the offending option.
+ * options in order, checked against `client`'s allow-list. Throws OptionsError naming the
+ * offending option.
  */
-export function parseOtherOpts(text: string): OtherOpt[] {
+export function parseOtherOpts(text: string, client: OssClientName = 's3fs'): OtherOpt[] {
+  const { allowed, owned } = TABLES[client];
   const items: string[] = [];
   const tokens = text.trim().split(/[ \t]+/).filter(Boolean);
   for (let i = 0; i < tokens.length; i++) {
@@ -111,15 +125,15 @@ export function parseOtherOpts(text: string): OtherOpt[] {
     const eq = item.indexOf('=');
     const name = (eq < 0 ? item : item.slice(0, eq)).trim();
     const value = eq < 0 ? undefined : item.slice(eq + 1);
-    if (name in OWNED) {
-      throw new OptionsError(`invalid option 'otherOpts': '${name}' is set by ossnas (${OWNED[name]})`);
+    if (name in owned) {
+      throw new OptionsError(`invalid option 'otherOpts': '${name}' is set by ossnas (${owned[name]})`);
     }
-    if (!(name in ALLOWED)) {
+    if (!(name in allowed)) {
       throw new OptionsError(
-        `invalid option 'otherOpts': '${name}' is not allowed; allowed: ${ALLOWED_OTHER_OPTS.join(', ')}`,
+        `invalid option 'otherOpts': '${name}' is not allowed for ${client}; allowed: ${Object.keys(allowed).join(', ')}`,
       );
     }
-    const pattern = ALLOWED[name];
+    const pattern = allowed[name];
     if (pattern === null && value !== undefined) {
       throw new OptionsError(`invalid option 'otherOpts': '${name}' takes no value`);
     }
