@@ -274,11 +274,10 @@ export class OssBackend implements Backend {
     };
   }
 
-  /** The program that serves the volume, and for a volume bound to a shared client, how many volumes this process knows to share it. */
-  observed(name: string, options: VolumeOptions): Record<string, unknown> | undefined {
-    const spec = toSpec(options);
+  /** For a volume bound to a shared client (s3fs only): how many volumes this process knows to share it. */
+  observed(name: string): Record<string, unknown> | undefined {
     const n = this.shared.sharedWith(name);
-    return n === undefined ? undefined : { client: `${spec.client}, shared by ${n} volume${n === 1 ? '' : 's'}` };
+    return n === undefined ? undefined : { client: `shared by ${n} volume${n === 1 ? '' : 's'}` };
   }
 
   async mount(name: string, options: VolumeOptions, target: string, ctx: BackendContext, deadline: Deadline): Promise<void> {
