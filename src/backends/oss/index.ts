@@ -22,7 +22,7 @@ import { OptionsError } from '../options.js';
 import { SettingsError, type Settings } from '../../settings.js';
 import { fromSpec, NO_CREDENTIALS_HELP, normalizeEndpoint, OSS_CLIENTS, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
 import type { OssClientName } from './other-opts.js';
-import { checkBucket, RCLONE_CACHE_DIR, rcloneConfig, rcloneMountArgs, retireCache, waitForUploads } from './rclone-client.js';
+import { checkBucket, rcloneCacheDir, rcloneConfig, rcloneMountArgs, retireCache, waitForUploads } from './rclone-client.js';
 import { checkProfileSetting } from '../profiles.js';
 
 /** The program that serves a volume: `client=s3fs` runs s3fs or ossfs. */
@@ -394,10 +394,10 @@ export class OssBackend implements Backend {
       // The check may take what is left but the mount's own start (fast: rclone asks the server nothing to mount).
       const checkMs = deadline.budget(Infinity, FUSE_STOP_MS + RCLONE_START_MS);
       await checkBucket(spec, configFile, { ...env, ...(ca && { SSL_CERT_FILE: path.join(runtime.cwd, ca) }) }, checkMs, secrets);
-      await ensureDir(path.join(runtime.cwd, RCLONE_CACHE_DIR), 0o700);
+      await ensureDir(rcloneCacheDir(runtime.cwd), 0o700);
       return await startFuseDaemon({
         command: 'rclone',
-        args: rcloneMountArgs(spec, target, configFile, path.join(RCLONE_CACHE_DIR, label)),
+        args: rcloneMountArgs(spec, target, configFile, rcloneCacheDir('', label)),
         env: { ...env, ...(ca && { SSL_CERT_FILE: ca }) },
         cwd: runtime.cwd,
         target,
@@ -441,7 +441,7 @@ export class OssBackend implements Backend {
     if (!(await findMount(target))) return;
     let running = true;
     void daemon?.exited.then(() => (running = false));
-    const cache = path.join((await clientRuntime(ctx.settings.stateDir)).cwd, RCLONE_CACHE_DIR, name);
+    const cache = rcloneCacheDir((await clientRuntime(ctx.settings.stateDir)).cwd, name);
     const pending = await waitForUploads(cache, deadline.budget(Infinity, FUSE_STOP_MS), () => running);
     if (pending > 0 && running) {
       throw new BackendError(
@@ -454,7 +454,7 @@ export class OssBackend implements Backend {
   /** An rclone volume's write cache: deleted if every write in it was uploaded, else kept aside (never deleted). */
   async remove(name: string, options: VolumeOptions, ctx: BackendContext): Promise<void> {
     if (toSpec(options).client !== 'rclone') return;
-    const cacheRoot = path.join((await clientRuntime(ctx.settings.stateDir)).cwd, RCLONE_CACHE_DIR);
+    const cacheRoot = rcloneCacheDir((await clientRuntime(ctx.settings.stateDir)).cwd);
     const kept = await retireCache(cacheRoot, name);
     if (kept) ctx.log.warn({ name, kept }, 'the removed volume held writes that were never uploaded: its cache is kept');
   }

@@ -9,7 +9,7 @@ import { RCLONE_ALLOWED, RCLONE_OWNED } from './rclone-opts.js';
 export type OssClientName = 's3fs' | 'rclone';
 
 const NUMBER = /^[0-9]{1,12}$/;
-export const FLAG = null;
+const FLAG = null;
 
 /**
  * name -> accepted value (regex), or null for a flag that takes no value. Each was tried on the

@@ -24,8 +24,13 @@ import { rcloneFlags } from './rclone-opts.js';
 
 /** The remote's name in the config file; a volume's source is `ossnas:bucket/path`. */
 const REMOTE = 'ossnas';
-/** Below the clients' runtime directory (`<state>/fuse`): one cache per volume or shared group. */
+/** Below the clients' runtime directory (`<state>/fuse`): one cache per volume. */
 export const RCLONE_CACHE_DIR = 'rclone';
+
+/** Where a volume's cache is, below `runtimeDir` (the clients' working directory); relative if that is. */
+export function rcloneCacheDir(runtimeDir: string, label = ''): string {
+  return path.join(runtimeDir, RCLONE_CACHE_DIR, label);
+}
 /** Cache directories of removed volumes that still held writes not uploaded: kept, never deleted. */
 const KEPT_DIR = '.kept';
 
