@@ -439,8 +439,12 @@ export class OssBackend implements Backend {
    */
   private async waitForUploads(name: string, target: string, daemon: FuseDaemon | undefined, ctx: BackendContext, deadline: Deadline): Promise<void> {
     if (!(await findMount(target))) return;
+    // No client known here (none was found at the restart): the one serving the mount, if any.
+    // With none, nothing uploads, and waiting would only fail every Unmount of a dead mount.
+    const client = daemon ?? (await adoptFuseClient(target, CLIENTS));
+    if (!client) return;
     let running = true;
-    void daemon?.exited.then(() => (running = false));
+    void client.exited.then(() => (running = false));
     const cache = rcloneCacheDir((await clientRuntime(ctx.settings.stateDir)).cwd, name);
     const pending = await waitForUploads(cache, deadline.budget(Infinity, FUSE_STOP_MS), () => running);
     if (pending > 0 && running) {
