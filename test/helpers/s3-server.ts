@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { createRequire } from 'node:module';
 import { signingFront, type Refusal } from './s3-auth/front.js';
 import type { KeySet } from './s3-auth/keys.js';
+import { KeyedMutex } from '../../src/keyed-mutex.js';
 
 export type ToServer =
   | { type: 'start'; dir: string; buckets: string[]; keys: KeySet }
@@ -23,6 +24,7 @@ export type FromServer =
 
 interface S3rverStore {
   getResourcePath(bucket: string, key: string, resource: string): string;
+  getObject(bucket: string, key: string, options?: unknown): Promise<unknown>;
   putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<unknown>;
   putObject(object: { bucket: string; key: string; metadata: unknown; content: Buffer | NodeJS.ReadableStream }): Promise<{ size: number; md5: string }>;
 }
@@ -69,8 +71,18 @@ async function start(m: Extract<ToServer, { type: 'start' }>): Promise<void> {
  * old one or the new one. s3fs re-uploads a whole file at each close, so a container appending
  * to a file while another reads it met s3rver's window, not a real server's. Written beside the
  * object and renamed over it, as a real server behaves.
+ *
+ * The object and its metadata (which holds the length) are two files. A GET reads the metadata,
+ * then opens the object: one that fell between the rename and the new metadata sent the old
+ * length with the new body, and Node cut the connection at the mismatch (a test polling an object
+ * rclone was replacing failed with "other side closed"). So a GET, up to the moment its file is
+ * open, and the swap of both files, take turns per object.
  */
 function atomicPuts(store: S3rverStore): void {
+  const perObject = new KeyedMutex();
+  const objectId = (bucket: string, key: string) => `${bucket}/${key}`;
+  const getObject = store.getObject.bind(store);
+  store.getObject = (bucket, key, options) => perObject.run(objectId(bucket, key), () => getObject(bucket, key, options));
   store.putObject = async (object) => {
     const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
     const temp = `${objectPath}.${process.pid}.${randomBytes(6).toString('hex')}.uploading`;
@@ -90,14 +102,16 @@ function atomicPuts(store: S3rverStore): void {
         }),
         createWriteStream(temp),
       );
-      await rename(temp, objectPath);
+      const digest = md5.digest('hex');
+      await perObject.run(objectId(object.bucket, object.key), async () => {
+        await rename(temp, objectPath);
+        await store.putMetadata(object.bucket, object.key, object.metadata, digest);
+      });
+      return { size, md5: digest };
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
     }
-    const digest = md5.digest('hex');
-    await store.putMetadata(object.bucket, object.key, object.metadata, digest);
-    return { size, md5: digest };
   };
 }
 
