@@ -69,6 +69,7 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
   let logPath: string | undefined;
   let logStart = 0;
   let metricsPort = 0;
+  let stateDir = '';
   const cleanups: Array<() => Promise<unknown>> = [];
 
   before(async () => {
@@ -80,6 +81,7 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     s3 = await startS3([BUCKET], { keys: { S3RVER: 'S3RVER', [INLINE_KEY_ID]: INLINE_SECRET } });
     cleanups.push(() => s3.stop());
     const state = await tempDir('ossnas-e2e-state-');
+    stateDir = state.dir;
     const creds = await tempDir('ossnas-e2e-creds-');
     cleanups.push(state.cleanup, creds.cleanup);
     await writeFile(path.join(creds.dir, PROFILE), 'akId=S3RVER\nakSecret=S3RVER\n', { mode: 0o600 });
@@ -305,6 +307,73 @@ describe('ossnas managed plugin in dockerd', { skip: rootSkipReason(), timeout: 
     assert.equal(new Date(String(s?.lastErrorAt)).toISOString(), s?.lastErrorAt, `lastErrorAt: ${String(s?.lastErrorAt)}`);
     assert.equal(s?.since, s?.lastErrorAt, 'health turned error with this failure');
     await docker(['volume', 'rm', name]);
+  });
+
+  // client=rclone in the same managed plugin: rclone from the rootfs, fusermount and /dev/fuse in
+  // the plugin, keys in a config file of the plugin's tmpfs. Its write cache uploads after close(),
+  // so what a container wrote is in the bucket once its Unmount is answered, not at close.
+  it('client=rclone: a container writes, the object is in the bucket when docker run returns, and Status names the client', async () => {
+    const vol = `${VOL}-rclone`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', 'path=/rclone', '-o', 'client=rclone', vol]);
+    try {
+      assert.equal((await inspectVolume(vol)).Status?.client, 'rclone');
+      const big = 3 * 1024 * 1024; // more than one write, so an upload takes a moment
+      await runOk(['--mount', mountArg(vol)], `echo by-rclone > /data/r.txt && head -c ${big} /dev/zero > /data/big.bin`);
+      // No waiting: docker run returned after the Unmount, which waited for the uploads.
+      assert.equal(await s3.getObject(BUCKET, 'rclone/r.txt'), 'by-rclone\n');
+      assert.equal((await s3.getObject(BUCKET, 'rclone/big.bin'))?.length, big);
+      assert.equal(await runOk(['--mount', mountArg(vol)], 'cat /data/r.txt && ls /data'), 'by-rclone\nbig.bin\nr.txt');
+      const s = (await inspectVolume(vol)).Status;
+      assert.deepEqual([s?.mounted, s?.refs, s?.health], [false, 0, 'idle']);
+    } finally {
+      await docker(['volume', 'rm', vol]);
+    }
+    assert.equal(await s3.getObject(BUCKET, 'rclone/r.txt'), 'by-rclone\n', 'docker volume rm deletes no object');
+  });
+
+  it('client=rclone with inline keys: the secret is in no command line, environment or file of the plugin while mounted', async (t) => {
+    const vol = `${INLINE_VOL}-rclone`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`, '-o', 'client=rclone',
+      '-o', `akId=${INLINE_KEY_ID}`, '-o', `akSecret=${INLINE_SECRET}`, '-o', 'path=/inline-rclone', vol]);
+    const c = `ossnas-e2e-${RUN}-inline-rclone`;
+    cleanups.push(() => dockerResult(['rm', '-f', c]));
+    try {
+      await docker(['run', '-d', '--name', c, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(vol), TEST_IMAGE,
+        'sh', '-c', 'echo inline > /data/i.txt && sleep 600']);
+      await waitFor('the inline rclone volume to upload', async () => (await s3.getObject(BUCKET, 'inline-rclone/i.txt')) === 'inline\n');
+      const rclone = (await processesWith(`/mnt/volumes/${vol}`)).filter((p) => p.includes('rclone'));
+      t.diagnostic(`rclone process while mounted: ${rclone.join(' | ') || '(none found)'}`);
+      assert.ok(rclone.length > 0, 'expected to see the rclone process of the volume on the host');
+      assert.deepEqual(await processesWith(INLINE_SECRET), [], 'a process command line contains the secret');
+      assert.deepEqual(await processesWith(INLINE_SECRET, 'environ'), [], 'a process environment contains the secret');
+      const pluginRoot = `/proc/${rclone[0]!.split(':')[0]!}/root`;
+      assert.deepEqual(await filesContaining(`${pluginRoot}/run/ossnas`, INLINE_SECRET), [], 'the config file given to rclone outlived the mount');
+      // rclone's write cache is on the plugin's state, which survives a restart: no key in it. The
+      // state's secrets/ holds the volume's inline keys, readable by root alone, by design.
+      const inState = (await filesContaining(stateDir, INLINE_SECRET)).map((f) => path.relative(stateDir, f));
+      assert.deepEqual(inState, [`secrets/${vol}.json`], 'a file in the plugin\'s state besides its own secrets file holds the secret');
+    } finally {
+      await docker(['rm', '-f', c]);
+      await waitFor('the inline rclone volume to be unmounted', async () => (await inspectVolume(vol)).Status?.mounted === false);
+      await docker(['volume', 'rm', vol]);
+    }
+  });
+
+  it('client=rclone with no such bucket: docker run fails naming the bucket, nothing is mounted, and no bucket is created', async (t) => {
+    const name = `ossnas-e2e-${RUN}-nobucket-rclone`;
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', 'bucket=no-such-bucket-rclone', '-o', 'client=rclone', name]);
+    try {
+      const r = await run(['--mount', mountArg(name)], 'echo never > /data/x');
+      t.diagnostic(`docker run: exit ${r.exitCode} after ${Math.round(r.ms)} ms: ${r.stderr}`);
+      assert.notEqual(r.exitCode, 0);
+      assert.match(r.stderr, /no-such-bucket-rclone/);
+      assert.match(r.stderr, /not found|does not exist|NoSuchBucket/i);
+      assert.equal(await isMountpoint(path.join(plugin!.propagatedMount, name)), false, 'a half-made mount was left behind');
+      assert.equal((await fetch(`${s3.url}/no-such-bucket-rclone`)).status, 404, 'the mount created the bucket');
+      assert.equal((await inspectVolume(name)).Status?.health, 'error');
+    } finally {
+      await docker(['volume', 'rm', name]);
+    }
   });
 
   it('measures docker run with and without an ossnas volume', async (t) => {
