@@ -47,17 +47,20 @@ export function requireRoot(what: string): void {
 
 const within = (p: string, dir: string) => p === dir || p.startsWith(dir + '/');
 
-/** PIDs of running s3fs processes whose argv names a path at or below one of `dirs`. */
-export async function s3fsClientsBelow(...dirs: string[]): Promise<number[]> {
+/** PIDs of running processes of the programs `names` (s3fs, rclone) whose argv names a path at or below one of `dirs`. */
+export async function clientsBelow(names: readonly string[], ...dirs: string[]): Promise<number[]> {
   const pids: number[] = [];
   for (const e of await readdir('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const argv = (await readFile(`/proc/${e}/cmdline`, 'latin1').catch(() => '')).split('\0');
-    if (path.basename(argv[0] ?? '') !== 's3fs') continue;
+    if (!names.includes(path.basename(argv[0] ?? ''))) continue;
     if (argv.slice(1).some((w) => dirs.some((d) => within(w, d))) && (await isRunning(Number(e)))) pids.push(Number(e));
   }
   return pids;
 }
+
+/** PIDs of running s3fs processes whose argv names a path at or below one of `dirs`. */
+export const s3fsClientsBelow = (...dirs: string[]): Promise<number[]> => clientsBelow(['s3fs'], ...dirs);
 
 /**
  * The argv (without argv[0]) and environment names of the s3fs client the plugin runs for the
@@ -96,7 +99,7 @@ export async function waitGone(pids: number[], timeoutMs: number): Promise<boole
 
 /**
  * Leaves nothing behind below `dirs`: every mount there is lazily unmounted (deepest first), then
- * every s3fs client of those paths is killed. Returns what it had to clean, for a warning.
+ * every s3fs or rclone client of those paths is killed. Returns what it had to clean, for a warning.
  */
 export async function forceCleanBelow(...dirs: string[]): Promise<string[]> {
   const done: string[] = [];
@@ -105,11 +108,11 @@ export async function forceCleanBelow(...dirs: string[]): Promise<string[]> {
     await execa('umount', ['-l', mp], { reject: false });
     done.push(`unmounted ${mp}`);
   }
-  const pids = await s3fsClientsBelow(...dirs);
+  const pids = await clientsBelow(['s3fs', 'rclone'], ...dirs);
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');
-      done.push(`killed s3fs ${pid}`);
+      done.push(`killed client ${pid}`);
     } catch {
       // already gone
     }

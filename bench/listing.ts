@@ -15,6 +15,7 @@
 // (bench/raw-clients.ts) and `--use-server-modtime` (no HEAD per object for the modification time).
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { tempDir } from '../test/helpers/env.js';
@@ -24,7 +25,7 @@ import { percentile } from './client.js';
 import { Cleanup, fmtMs, log, memoryKb, requireRoot, runBench, textTable, writeJsonReport } from './fuse-host.js';
 import { clientVersion, mountRaw, parseClients, rcloneEnv, rcloneRemote, type RawClientName } from './raw-clients.js';
 
-const BUCKET = 'listing';
+export const BUCKET = 'listing';
 const OBJECT_BYTES = 100;
 /** The target of issue 19: a cold listing of 2 000 objects, over s3fs's. */
 const TARGET_COLD_RATIO = 0.3;
@@ -38,10 +39,22 @@ interface Measurement {
   rssMiB: number;
 }
 
-const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 0.5);
+export const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 0.5);
 
-/** N objects under ls<N>/ in the bucket, put by rclone from a local directory. */
-async function putObjects(s3: S3Server, n: number): Promise<void> {
+/** Copies the local directory `src` (recursively) to `bucketPath` (`bucket/prefix`) with `rclone copy`, 16 transfers at a time. */
+export async function copyToBucket(s3: S3Server, src: string, bucketPath: string): Promise<void> {
+  const t = await tempDir('ossnas-bench-rclone-home-');
+  try {
+    const [remote, ...flags] = rcloneRemote(s3, bucketPath);
+    const r = await execa('rclone', ['copy', src, remote!, ...flags, '--transfers', '16', '--checkers', '16'], { reject: false, all: true, extendEnv: false, env: rcloneEnv(t.dir) });
+    if (r.exitCode !== 0) throw new Error(`rclone copy of ${src} to ${bucketPath} failed: ${String(r.all).slice(-500)}`);
+  } finally {
+    await t.cleanup();
+  }
+}
+
+/** N objects of 100 bytes under ls<N>/ in the bucket, put by rclone from a local directory. */
+export async function putObjects(s3: S3Server, n: number, bucket = BUCKET): Promise<void> {
   const t = await tempDir('ossnas-bench-listing-src-');
   try {
     const src = path.join(t.dir, 'src');
@@ -50,16 +63,14 @@ async function putObjects(s3: S3Server, n: number): Promise<void> {
     for (let i = 0; i < n; i += 500) {
       await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => writeFile(path.join(src, `f${String(i + j).padStart(6, '0')}`), body)));
     }
-    const [remote, ...flags] = rcloneRemote(s3, `${BUCKET}/ls${n}`);
-    const r = await execa('rclone', ['copy', src, remote!, ...flags, '--transfers', '16', '--checkers', '16'], { reject: false, all: true, extendEnv: false, env: rcloneEnv(t.dir) });
-    if (r.exitCode !== 0) throw new Error(`rclone copy of ${n} objects failed: ${String(r.all).slice(-500)}`);
+    await copyToBucket(s3, src, `${bucket}/ls${n}`);
   } finally {
     await t.cleanup();
   }
 }
 
 /** `ls -l` of the directory: wall time in ms; throws unless it lists every object. */
-async function listMs(dir: string, n: number): Promise<number> {
+export async function listMs(dir: string, n: number): Promise<number> {
   const t0 = performance.now();
   const r = await execa('ls', ['-l', dir], { reject: false });
   const ms = performance.now() - t0;
@@ -136,4 +147,5 @@ async function main(): Promise<void> {
   await writeJsonReport(values.out, { meta: runMeta(started), runs, results });
 }
 
-runBench(main);
+// Only when run as a script: bench/clients.ts imports the helpers above.
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) runBench(main);

@@ -125,6 +125,45 @@ describe('the plugin killed with SIGKILL while containers use its volumes', { sk
     for (const vol of [OSS, DISK]) await docker(['volume', 'rm', vol]);
   });
 
+  it('client=rclone: after SIGKILL the same rclone is adopted, the container writes on, and every write reaches the bucket', async (t) => {
+    const vol = `${OSS}-rclone`;
+    const holder = `${holders.oss}-rclone`;
+    t.after(() => dockerResult(['rm', '-f', holder]));
+    await docker(['volume', 'create', '-d', PLUGIN, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`, '-o', 'credentials=local',
+      '-o', 'path=/rclone', '-o', 'client=rclone', vol]);
+    await docker(['run', '-d', '--name', holder, '--label', `${CONTAINER_LABEL}=${PLUGIN}`, '--mount', mountArg(vol), TEST_IMAGE, 'sh', '-c', WRITER]);
+    await waitFor('mounted', async () => (await volumeStatus(vol)).mounted === true);
+    const client = await fuseClientPid(`/mnt/volumes/${vol}`);
+    assert.ok(client, 'found the rclone client');
+    assert.ok(leftPluginCgroup(await readFile(`/proc/${client}/cgroup`, 'utf8')), 'rclone left the plugin cgroup');
+
+    const pid = await pluginPid(plugin!.id);
+    process.kill(pid!, 'SIGKILL');
+    await waitFor('the rclone volume to be adopted', async () => {
+      const p = await pluginPid(plugin!.id);
+      const s = p && p !== pid ? await volumeStatus(vol).catch(() => undefined) : undefined;
+      return s?.mounted === true && s.health === 'ok' && s.refs === 1 ? s : undefined;
+    }, 30_000, 100);
+    assert.equal(await fuseClientPid(`/mnt/volumes/${vol}`), client, 'the same rclone serves');
+    const ticks = async () => Number((await docker(['exec', holder, 'sh', '-c', 'wc -l < /data/ticks'])).trim());
+    const n1 = await ticks();
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok((await ticks()) > n1, 'the container keeps writing');
+    assert.equal((await dockerResult(['exec', holder, 'cat', '/tmp/failed'])).exitCode, 1, 'no append failed');
+
+    // The Unmount of the adopted client waits for its uploads: every line is in the bucket once
+    // the volume is unmounted.
+    await docker(['stop', '-t', '1', holder]);
+    const written = await docker(['run', '--rm', '--mount', mountArg(vol), TEST_IMAGE, 'wc', '-l', '/data/ticks']);
+    await docker(['rm', '-f', holder]);
+    await waitFor('unmounted after the last container', async () => (await volumeStatus(vol)).mounted === false);
+    const lines = Number(written.trim().split(/\s+/)[0]);
+    assert.ok(lines > 5, `lines written: ${written}`);
+    assert.equal((await s3.getObject(BUCKET, 'rclone/ticks'))?.trim().split('\n').length, lines, 'every line written is in the bucket');
+    await waitFor('the adopted rclone to exit', async () => !(await isRunning(client)));
+    await docker(['volume', 'rm', vol]);
+  });
+
   it('docker plugin disable -f and enable while a container writes to an OSS volume: it keeps writing, and nothing is left over', async (t) => {
     const vol = `${OSS}-de`;
     const holder = `${holders.oss}-de`;
