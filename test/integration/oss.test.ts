@@ -354,6 +354,7 @@ for (const client of OSS_CLIENTS) describe(`OSS volumes with ${client} against a
       use_server_modtime: 'false', no_modtime: null, transfers: '2', checkers: '4', s3_chunk_size: '8M',
       s3_upload_cutoff: '100M', s3_upload_concurrency: '2', s3_storage_class: 'STANDARD', s3_acl: 'private',
       s3_disable_checksum: null, low_level_retries: '3', retries: '2', contimeout: '5s', timeout: '1m', log_level: 'INFO',
+      public_bucket: '1',
     };
     const ossfsOnly = ['readdir_optimize'];
     const allowed = client === 's3fs' ? ALLOWED_OTHER_OPTS : Object.keys(RCLONE_ALLOWED);

@@ -64,6 +64,15 @@ describe('rclone mount', () => {
     assert.ok(argv.indexOf('--dir-cache-time=1m') > argv.indexOf('--dir-cache-time=10s'));
     assert.equal(argv.at(-1), '--no-modtime');
   });
+
+  it('a public bucket (-o public_bucket=1, as for s3fs): no keys in the config, even from a profile, and no flag for rclone', () => {
+    const spec = toSpec({ ...base, client: 'rclone', otherOpts: '-o public_bucket=1 -o dir_cache_time=1m' });
+    assert.equal(spec.ramRole, false);
+    assert.doesNotMatch(rcloneConfig(spec, { akId: 'AKIDEXAMPLE', akSecret: 'secret-value-123' }), /access_key_id|secret_access_key|AKIDEXAMPLE/);
+    const argv = rcloneMountArgs(spec, '/mnt/volumes/v', '/run/ossnas/oss/v/rclone.conf', 'rclone/v');
+    assert.ok(!argv.some((a) => a.includes('public')), argv.join(' '));
+    assert.equal(argv.at(-1), '--dir-cache-time=1m');
+  });
 });
 
 describe("rclone's write cache", () => {

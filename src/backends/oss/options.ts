@@ -144,7 +144,8 @@ export function withDefaults(raw: Record<string, string>, defaults: { url?: stri
   return out;
 }
 
-function isPublicBucket(otherOpts: string | undefined): boolean {
+/** `-o public_bucket=1`: anonymous requests, no keys (s3fs's option; rclone volumes take it too). */
+export function isPublicBucket(otherOpts: string | undefined): boolean {
   return /(^| )-o public_bucket=1( |$)/.test(otherOpts ?? '');
 }
 

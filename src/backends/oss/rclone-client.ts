@@ -18,7 +18,7 @@ import { ensureDir } from '../../host/files.js';
 import { FuseMountError } from '../../host/fuse.js';
 import { scrub } from '../../redact.js';
 import type { Credentials } from './credentials.js';
-import type { OssSpec } from './options.js';
+import { isPublicBucket, type OssSpec } from './options.js';
 import { parseOtherOpts } from './other-opts.js';
 import { rcloneFlags } from './rclone-opts.js';
 
@@ -42,10 +42,10 @@ export function rcloneProvider(url: string): 'Alibaba' | 'Other' {
   return /(^|\.)aliyuncs\.com$/.test(new URL(url).hostname) ? 'Alibaba' : 'Other';
 }
 
-/** The config file's text: one remote, the keys in it (or none: a public bucket). */
+/** The config file's text: one remote, the keys in it (or none: a public bucket, as s3fs ignores its keys). */
 export function rcloneConfig(spec: OssSpec, creds: Credentials | undefined): string {
   const lines = [`[${REMOTE}]`, 'type = s3', `provider = ${rcloneProvider(spec.url)}`, `endpoint = ${spec.url}`, 'env_auth = false', 'no_check_bucket = true'];
-  if (creds) {
+  if (creds && !isPublicBucket(spec.otherOpts)) {
     lines.push(`access_key_id = ${creds.akId}`, `secret_access_key = ${creds.akSecret}`);
     if (creds.securityToken) lines.push(`session_token = ${creds.securityToken}`);
   }

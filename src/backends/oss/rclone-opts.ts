@@ -44,7 +44,13 @@ export const RCLONE_ALLOWED: Record<string, RegExp | null> = {
   contimeout: DURATION,
   timeout: DURATION,
   log_level: /^(DEBUG|INFO|NOTICE|ERROR)$/,
+  // Not an rclone flag: s3fs's word for a public bucket, kept for both clients. rclone gets a
+  // config with no keys, and sends its requests unsigned.
+  public_bucket: /^1$/,
 };
+
+/** Allowed options that change the config file, not rclone's flags. */
+const NOT_FLAGS = new Set(['public_bucket']);
 
 /** Flags ossnas sets itself, and what controls each. */
 export const RCLONE_OWNED: Record<string, string> = {
@@ -67,5 +73,5 @@ export const RCLONE_OWNED: Record<string, string> = {
 
 /** The volume's otherOpts as rclone flags. */
 export function rcloneFlags(opts: OtherOpt[]): string[] {
-  return opts.map((o) => `--${o.name.replaceAll('_', '-')}${o.value === undefined ? '' : `=${o.value}`}`);
+  return opts.filter((o) => !NOT_FLAGS.has(o.name)).map((o) => `--${o.name.replaceAll('_', '-')}${o.value === undefined ? '' : `=${o.value}`}`);
 }
