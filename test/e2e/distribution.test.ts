@@ -225,26 +225,30 @@ describe('ossnas distributed through a registry', { skip: rootSkipReason(), time
     await docker(['plugin', 'rm', ref]);
 
     const oss = `ossnas-upg-oss-${process.pid}`;
+    const rclone = `ossnas-upg-rclone-${process.pid}`;
     const disk = `ossnas-upg-disk-${process.pid}`;
+    const volumes = [oss, rclone, disk];
     // Removed while the plugin still exists, even when the test fails: dockerd keeps a removed
     // plugin's volumes in its database and spends 15 s on each at every later daemon start.
     t.after(async () => {
-      for (const vol of [oss, disk]) await dockerResult(['volume', 'rm', '-f', vol]);
+      for (const vol of volumes) await dockerResult(['volume', 'rm', '-f', vol]);
     });
     await docker(['volume', 'create', '-d', ALIAS, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
       '-o', `credentials=${PROFILE}`, '-o', 'path=/upgrade', oss]);
+    await docker(['volume', 'create', '-d', ALIAS, '-o', 'type=oss', '-o', `bucket=${BUCKET}`, '-o', `url=${s3.url}`,
+      '-o', `credentials=${PROFILE}`, '-o', 'path=/upgrade-rclone', '-o', 'client=rclone', rclone]);
     await docker(['volume', 'create', '-d', ALIAS, '-o', 'type=disk', '-o', 'size=32M', disk]);
     const run = (vol: string, cmd: string) =>
       dockerResult(['run', '--rm', '--label', `${CONTAINER_LABEL}=${ALIAS}`, '--mount', `type=volume,src=${vol},dst=/data,volume-driver=${ALIAS}`,
         TEST_IMAGE, 'sh', '-c', cmd], { timeout: 120_000 });
-    for (const vol of [oss, disk]) assert.equal((await run(vol, `echo before-upgrade > /data/u.txt`)).exitCode, 0);
-    const optionsBefore = await docker(['volume', 'inspect', '--format', '{{json .Options}}', oss, disk]);
+    for (const vol of volumes) assert.equal((await run(vol, `echo before-upgrade > /data/u.txt`)).exitCode, 0);
+    const optionsBefore = await docker(['volume', 'inspect', '--format', '{{json .Options}}', ...volumes]);
     // A container that runs across the upgrade, on each volume: its mount must keep serving.
-    const holders = [oss, disk].map((vol) => `${vol}-holder`);
+    const holders = volumes.map((vol) => `${vol}-holder`);
     t.after(async () => {
       for (const h of holders) await dockerResult(['rm', '-f', h]);
     });
-    for (const [i, vol] of [oss, disk].entries()) {
+    for (const [i, vol] of volumes.entries()) {
       await docker(['run', '-d', '--name', holders[i]!, '--label', `${CONTAINER_LABEL}=${ALIAS}`,
         '--mount', `type=volume,src=${vol},dst=/data,volume-driver=${ALIAS}`, TEST_IMAGE, 'sh', '-c', 'sleep 600']);
     }
@@ -263,22 +267,34 @@ describe('ossnas distributed through a registry', { skip: rootSkipReason(), time
     assert.ok(existsSync(path.join(root, 'plugins', id, 'rootfs', 'app', 'REBUILT')), 'the plugin has the rebuilt rootfs');
     assert.ok(existsSync(`/proc/${await pluginPid(id)}/root/app/REBUILT`), 'the plugin runs the rebuilt rootfs');
     const listed = await volumesOf(ALIAS);
-    assert.ok(listed.includes(oss) && listed.includes(disk), `volumes after the upgrade: ${listed.join(' ')}`);
-    assert.equal(await docker(['volume', 'inspect', '--format', '{{json .Options}}', oss, disk]), optionsBefore);
-    for (const vol of [oss, disk]) {
+    assert.ok(volumes.every((v) => listed.includes(v)), `volumes after the upgrade: ${listed.join(' ')}`);
+    assert.equal(await docker(['volume', 'inspect', '--format', '{{json .Options}}', ...volumes]), optionsBefore);
+    for (const vol of volumes) {
       const r = await run(vol, 'cat /data/u.txt');
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(r.stdout, 'before-upgrade', `${vol} kept its data`);
     }
-    // The containers that ran across the upgrade still read, write and create files.
-    for (const [i, vol] of [oss, disk].entries()) {
-      const r = await dockerResult(['exec', holders[i]!, 'sh', '-c', 'cat /data/u.txt && echo across-upgrade > /data/across.txt && cat /data/across.txt']);
+    // The containers that ran across the upgrade still read, write and create files; on an rclone
+    // volume they read, and a write fails (docs/operations.md, Known limitations): rclone opened
+    // its cache by an absolute path of the old plugin's rootfs, which the upgrade deleted.
+    const across = 'cat /data/u.txt && echo across-upgrade > /data/across.txt && cat /data/across.txt';
+    for (const [i, vol] of volumes.entries()) {
+      const r = await dockerResult(['exec', holders[i]!, 'sh', '-c', across]);
+      if (vol === rclone) {
+        assert.equal(r.stdout, 'before-upgrade', `${vol}: a container running across the upgrade reads: ${r.stderr}`);
+        assert.match(r.stderr, /can't create \/data\/across\.txt/, `${vol}: if writes now work across an upgrade, update the docs`);
+        continue;
+      }
       assert.equal(r.exitCode, 0, `${vol}: a container running across the upgrade: ${r.stderr}`);
       assert.equal(r.stdout, 'before-upgrade\nacross-upgrade');
     }
     await docker(['rm', '-f', ...holders]);
     assert.equal(await s3.getObject(BUCKET, 'upgrade/across.txt'), 'across-upgrade\n', 'the write made across the upgrade reached the bucket');
-    for (const vol of [oss, disk]) await docker(['volume', 'rm', vol]);
+    // Once its containers are gone, the rclone volume is mounted again by the new plugin, and writes.
+    const r = await run(rclone, across);
+    assert.equal(r.exitCode, 0, `${rclone} after the upgrade: ${r.stderr}`);
+    assert.equal(await s3.getObject(BUCKET, 'upgrade-rclone/across.txt'), 'across-upgrade\n');
+    for (const vol of volumes) await docker(['volume', 'rm', vol]);
   });
 
   it('scripts/release.sh pushes VERSION, <arch>-VERSION and latest as one plugin, refuses what it must, and the release installs', async (t) => {
