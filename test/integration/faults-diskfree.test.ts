@@ -108,6 +108,56 @@ describe('the state filesystem and a FUSE client\'s temporary files', { skip: ro
     assert.ok((await freeBytes(stateDir)) > freeBefore - 2 * MiB, 'the temporary file is gone');
   });
 
+  // rclone 1.60 keeps no free space (no vfs_cache_min_free_space yet): its write cache goes on a
+  // filesystem of its own, mounted at <state>/fuse/rclone (docs/operations.md). Here a 64 MiB
+  // tmpfs; a 100 MB write fills it, and the state filesystem never notices.
+  it('client=rclone with its write cache on a filesystem of its own: a write larger than it fails, Creates keep working, and the volume writes again once it is closed', async (t) => {
+    await unmountAll(path.join(dir, 'volumes', 'big'));
+    const cacheDir = path.join(stateDir, 'fuse', 'rclone');
+    await mountTmpfs(cacheDir, '64m', undo);
+    plugin = await startPlugin(dir, {});
+    t.after(() => plugin?.stop());
+    const call = (m: string, a: unknown) => plugin!.client.call(`VolumeDriver.${m}`, a);
+    await writeProfile(plugin.credentialsDir, 'local', 'DISKFREEKEY', 'Diskfree-Secret-5a2e');
+    const opts = { type: 'oss', bucket: 'bucket', url: s3.url, credentials: 'local', client: 'rclone', path: '/rclone' };
+    assert.deepEqual((await call('Create', { Name: 'cached', Opts: opts })).json, { Err: '' });
+    const mp = path.join(plugin.mountRoot, 'cached');
+    assert.deepEqual((await call('Mount', { Name: 'cached', ID: 'writer' })).json, { Mountpoint: mp, Err: '' });
+    await execa('sh', ['-c', `echo kept > ${mp}/small.txt`]);
+    const stateFreeBefore = await freeBytes(stateDir);
+
+    const writer = execa('dd', ['if=/dev/zero', `of=${mp}/big.bin`, 'bs=1M', 'count=100'], { reject: false, timeout: 120_000 });
+    let writing = true;
+    void writer.finally(() => (writing = false));
+    const failedCreates: string[] = [];
+    let creates = 0;
+    let minStateFree = stateFreeBefore;
+    while (writing) {
+      minStateFree = Math.min(minStateFree, await freeBytes(stateDir));
+      const r = await call('Create', { Name: `during-${creates}`, Opts: { type: 'nas', server: '10.0.0.1', path: `/d${creates}` } });
+      if (r.json.Err === '') creates++;
+      else failedCreates.push(r.text);
+    }
+    const dd = await writer;
+    t.diagnostic(`dd exit ${dd.exitCode}: ${dd.stderr.split('\n').slice(-2).join(' / ')}; cache free ${await freeBytes(cacheDir)}; state free ${(stateFreeBefore / MiB).toFixed(1)} MiB before, ${(minStateFree / MiB).toFixed(1)} MiB at least; ${creates} Creates meanwhile`);
+    assert.notEqual(dd.exitCode, 0, 'a write larger than the cache went through: this run shows nothing');
+    assert.match(dd.stderr, /No space left on device|Input\/output error/);
+    assert.deepEqual(failedCreates, []);
+    assert.ok(minStateFree > stateFreeBefore - 2 * MiB, 'the write used the state filesystem');
+
+    // Nothing acknowledged is lost, and the volume writes again once the big file is gone.
+    assert.equal(await s3.getObject('bucket', 'rclone/small.txt'), 'kept\n');
+    assert.doesNotMatch(plugin.output(), /write caches are on the state filesystem/, 'warned of a cache that has a filesystem of its own');
+    await execa('rm', ['-f', `${mp}/big.bin`]);
+    await waitFor('the cache to have room again', async () => (await freeBytes(cacheDir)) > 32 * MiB, 30_000, 200);
+    await execa('sh', ['-c', `echo after > ${mp}/after.txt`]);
+    assert.deepEqual((await call('Unmount', { Name: 'cached', ID: 'writer' })).json, { Err: '' });
+    assert.equal(await s3.getObject('bucket', 'rclone/after.txt'), 'after\n');
+    for (let i = 0; i < creates; i++) assert.deepEqual((await call('Remove', { Name: `during-${i}` })).json, { Err: '' });
+    assert.deepEqual((await call('Remove', { Name: 'cached' })).json, { Err: '' });
+    await unmountAll(cacheDir);
+  });
+
   it('with OSSNAS_FUSE_DISKFREE larger than the free space, Mount fails naming the setting, and leaves nothing mounted', async (t) => {
     await unmountAll(path.join(dir, 'volumes', 'big')); // left by the test before, if it failed
     plugin = await startPlugin(dir, { OSSNAS_FUSE_DISKFREE: '1000' });

@@ -122,6 +122,9 @@ for (const client of OSS_CLIENTS) describe(`OSS volumes with ${client} against a
     assert.deepEqual(r.json, { Err: '' });
     assert.deepEqual(await s3.keys('bucket-one'), ['hello.txt', 'last.txt'], 'Remove must never delete backend data');
     assert.ok(!plugin.output().includes(SECRET), 'the log holds the secret');
+    // Here rclone's cache is on the state filesystem, which it could fill: the operator is told, once.
+    const sharedCacheWarnings = plugin.output().match(/write caches are on the state filesystem/g)?.length ?? 0;
+    assert.equal(sharedCacheWarnings, client === 'rclone' ? 1 : 0);
   });
 
   it('shares one mount between mount IDs; the first Unmount leaves it for the other', async () => {

@@ -22,7 +22,7 @@ import { OptionsError } from '../options.js';
 import { SettingsError, type Settings } from '../../settings.js';
 import { fromSpec, NO_CREDENTIALS_HELP, normalizeEndpoint, OSS_CLIENTS, OSS_KEYS, toSpec, withDefaults, type OssSpec } from './options.js';
 import type { OssClientName } from './other-opts.js';
-import { checkBucket, rcloneCacheDir, rcloneConfig, rcloneMountArgs, retireCache, waitForUploads } from './rclone-client.js';
+import { cacheSharesStateFilesystem, checkBucket, rcloneCacheDir, rcloneConfig, rcloneMountArgs, retireCache, waitForUploads } from './rclone-client.js';
 import { checkProfileSetting } from '../profiles.js';
 
 /** The program that serves a volume: `client=s3fs` runs s3fs or ossfs. */
@@ -236,6 +236,7 @@ export class OssBackend implements Backend {
   private readonly defaults: ReturnType<typeof checkOssDefaults>;
   /** Clients shared by the volumes of one bucket (OSSNAS_SHARE_CLIENTS). */
   private readonly shared = new SharedClients(CLIENTS);
+  private warnedOfSharedCache = false;
 
   /** Throws SettingsError when a plugin-wide default is not valid, so the plugin does not start with it. */
   constructor(defaults: Settings['ossDefaults'] = {}) {
@@ -395,6 +396,7 @@ export class OssBackend implements Backend {
       const checkMs = deadline.budget(Infinity, FUSE_STOP_MS + RCLONE_START_MS);
       await checkBucket(spec, configFile, { ...env, ...(ca && { SSL_CERT_FILE: path.join(runtime.cwd, ca) }) }, checkMs, secrets);
       await ensureDir(rcloneCacheDir(runtime.cwd), 0o700);
+      await this.warnOfSharedCache(rcloneCacheDir(runtime.cwd), ctx);
       return await startFuseDaemon({
         command: 'rclone',
         args: rcloneMountArgs(spec, target, configFile, rcloneCacheDir('', label)),
@@ -408,6 +410,18 @@ export class OssBackend implements Backend {
       });
     } finally {
       await removeFileQuietly(configFile);
+    }
+  }
+
+  /** Once per process: rclone's caches on the state filesystem can fill it (rclone-client.ts). */
+  private async warnOfSharedCache(cacheRoot: string, ctx: BackendContext): Promise<void> {
+    if (this.warnedOfSharedCache) return;
+    this.warnedOfSharedCache = true;
+    if (await cacheSharesStateFilesystem(cacheRoot, ctx.settings.stateDir)) {
+      ctx.log.warn(
+        { cache: cacheRoot },
+        "rclone volumes' write caches are on the state filesystem: a write larger than its free space fills it, and Create, Mount and Unmount fail until the file is uploaded; mount a filesystem of its own on the host at <state>/fuse/rclone (docs/operations.md)",
+      );
     }
   }
 

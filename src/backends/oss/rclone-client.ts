@@ -11,7 +11,7 @@
 //   at close. The cache is one per volume in the state directory: a client killed before its
 //   uploads finished uploads them at the volume's next mount. Unmounting does not wait for
 //   them (rclone 1.60 exits at once): waitForUploads does, before any unmount.
-import { readdir, readFile, rename, rm } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { CommandError, run } from '../../host/exec.js';
 import { ensureDir } from '../../host/files.js';
@@ -31,6 +31,17 @@ export const RCLONE_CACHE_DIR = 'rclone';
 export function rcloneCacheDir(runtimeDir: string, label = ''): string {
   return path.join(runtimeDir, RCLONE_CACHE_DIR, label);
 }
+/**
+ * Whether the caches share the state's filesystem. rclone 1.60 keeps no free space (its
+ * vfs_cache_min_free_space came later), so there a large write fills the state filesystem, and
+ * every Create, Mount and Unmount fails until the file is uploaded and evicted. A filesystem of
+ * its own, mounted on the host at <state>/fuse/rclone, bounds the caches (docs/operations.md).
+ */
+export async function cacheSharesStateFilesystem(cacheRoot: string, stateDir: string): Promise<boolean> {
+  const [cache, state] = await Promise.all([stat(cacheRoot), stat(stateDir)]);
+  return cache.dev === state.dev;
+}
+
 /** Cache directories of removed volumes that still held writes not uploaded: kept, never deleted. */
 const KEPT_DIR = '.kept';
 
