@@ -3,7 +3,7 @@
 // host process: the same cases for each client (the volume option `client`). Needs root (FUSE
 // mounts).
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
@@ -250,6 +250,36 @@ for (const client of OSS_CLIENTS) describe(`OSS volumes with ${client} against a
     assert.equal(await readFile(path.join(mp, 'pending.txt'), 'utf8'), body);
     await call('Unmount', { Name: 'reupload', ID: ID(1) });
     assert.deepEqual((await call('Remove', { Name: 'reupload' })).json, { Err: '' });
+  });
+
+  // rclone exits at unmount with its uploads not done, so the Unmount waits for them, within its
+  // deadline. A server that does not answer: the Unmount fails, naming what is left, and keeps the
+  // mount, which uploads once the server is back; a Remove then releases what no container holds.
+  it('a frozen server at Unmount: the Unmount fails naming the writes not uploaded, the mount stays, and they are uploaded once the server answers', { skip: client === 's3fs' && 's3fs uploads at close' }, async (t) => {
+    await call('Create', { Name: 'frozen', Opts: oss({ bucket: 'bucket-two', url: s3.url, credentials: 'local', otherOpts: '-o timeout=1s -o contimeout=1s' }) });
+    const mp = String((await call('Mount', { Name: 'frozen', ID: ID(1) })).json.Mountpoint);
+    // Opened while the server answers (rclone asks it at open), closed once it froze: the upload starts at close.
+    const file = await open(path.join(mp, 'frozen.txt'), 'w');
+    await file.write('written while the server froze\n');
+    process.kill(s3.pid, 'SIGSTOP');
+    const thaw = () => process.kill(s3.pid, 'SIGCONT');
+    t.after(thaw);
+    await file.close();
+    const r = await call('Unmount', { Name: 'frozen', ID: ID(1) });
+    const pendingWhileFrozen = await fuseMountAt(mp);
+    thaw();
+    t.diagnostic(`Unmount while the server froze: ${r.text}`);
+    assert.equal(r.json.Err, 'volume frozen: 1 written file is not uploaded yet (the endpoint did not take it in time); the mount is kept and uploads it when it can, and docker volume rm releases it then');
+    assert.ok(pendingWhileFrozen, 'the mount stays');
+    const st = ((await call('Get', { Name: 'frozen' })).json.Volume as { Status: Record<string, unknown> }).Status;
+    assert.deepEqual([st.mounted, st.refs], [true, 1]);
+
+    const t0 = Date.now();
+    await waitUntil(async () => (await s3.getObject('bucket-two', 'frozen.txt')) === 'written while the server froze\n', 60_000);
+    t.diagnostic(`uploaded ${Date.now() - t0} ms after the server thawed`);
+    // Docker does not send that Unmount again: the reference no container holds goes with Remove.
+    assert.deepEqual((await call('Remove', { Name: 'frozen' })).json, { Err: '' });
+    assert.equal(await fuseMountAt(mp), undefined);
   });
 
   it('a backend that is down or blackholed: Mount fails before its deadline, Get and List stay instant, and it works once back', async (t) => {

@@ -448,8 +448,8 @@ export class OssBackend implements Backend {
   /**
    * Before rclone's mount goes: every closed file uploaded. rclone exits at unmount with its
    * uploads not done, and they would wait in the cache for this volume's next mount on this host.
-   * When they do not finish in time, the Unmount fails and the mount stays, still uploading; the
-   * next Unmount (or Remove) tries again.
+   * When they do not finish in time, the Unmount fails and the mount stays, still uploading.
+   * Docker does not send that Unmount again: the reference no container holds goes with Remove.
    */
   private async waitForUploads(name: string, target: string, daemon: FuseDaemon | undefined, ctx: BackendContext, deadline: Deadline): Promise<void> {
     if (!(await findMount(target))) return;
@@ -463,7 +463,8 @@ export class OssBackend implements Backend {
     const pending = await waitForUploads(cache, deadline.budget(Infinity, FUSE_STOP_MS), () => running);
     if (pending > 0 && running) {
       throw new BackendError(
-        `volume ${name}: ${pending} file${pending === 1 ? ' is' : 's are'} not uploaded yet; the mount is kept, still uploading, and the next Unmount tries again`,
+        // The driver names the volume.
+        `${pending} written file${pending === 1 ? ' is' : 's are'} not uploaded yet (the endpoint did not take ${pending === 1 ? 'it' : 'them'} in time); the mount is kept and uploads ${pending === 1 ? 'it' : 'them'} when it can, and docker volume rm releases it then`,
       );
     }
     if (pending > 0) ctx.log.warn({ name, pending }, 'rclone exited with writes not uploaded: they are uploaded at the next mount of the volume');
