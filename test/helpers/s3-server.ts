@@ -3,7 +3,7 @@
 // through argv or the environment, where the secrets tests look for secrets in every process.
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { createServer, type RequestListener } from 'node:http';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -25,6 +25,8 @@ export type FromServer =
 interface S3rverStore {
   getResourcePath(bucket: string, key: string, resource: string): string;
   getObject(bucket: string, key: string, options?: unknown): Promise<unknown>;
+  getBucketPath(bucket: string): string;
+  listObjects(bucket: string, options: ListOptions): Promise<ListResult>;
   putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<unknown>;
   putObject(object: { bucket: string; key: string; metadata: unknown; content: Buffer | NodeJS.ReadableStream }): Promise<{ size: number; md5: string }>;
 }
@@ -33,6 +35,17 @@ interface S3rver {
   configureBuckets(): Promise<unknown>;
   callback(): RequestListener;
   store: S3rverStore;
+}
+interface ListOptions {
+  delimiter?: string;
+  prefix?: string;
+  startAfter?: string;
+  maxKeys?: number;
+}
+interface ListResult {
+  objects: unknown[];
+  commonPrefixes: string[];
+  isTruncated: boolean;
 }
 type S3rverClass = new (options: Record<string, unknown>) => S3rver;
 
@@ -57,6 +70,7 @@ async function start(m: Extract<ToServer, { type: 'start' }>): Promise<void> {
     vhostBuckets: false,
   });
   atomicPuts(s3rver.store);
+  everyCommonPrefix(s3rver.store);
   await s3rver.configureBuckets();
   const server = createServer(signingFront(s3rver.callback(), {
     keys: () => keys,
@@ -113,6 +127,41 @@ function atomicPuts(store: S3rverStore): void {
       throw err;
     }
   };
+}
+
+/**
+ * s3rver lists a "directory" that holds only other directories as nothing: with the delimiter /,
+ * its walk stops one level below the prefix, so the keys team/a/f.txt list as no CommonPrefixes
+ * at the bucket root, where S3 and OSS give team/. s3fs finds such a directory by name anyway;
+ * rclone, which trusts the listing, could not open team/a/f.txt. Added here: every directory
+ * below the prefix's that holds an object, however deep.
+ */
+function everyCommonPrefix(store: S3rverStore): void {
+  const listObjects = store.listObjects.bind(store);
+  store.listObjects = async (bucket, options) => {
+    const result = await listObjects(bucket, options);
+    const prefix = options.prefix ?? '';
+    if (options.delimiter !== '/' || result.isTruncated) return result;
+    const base = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+    const partial = prefix.slice(base.length);
+    const dir = path.join(store.getBucketPath(bucket), base);
+    const found = new Set(result.commonPrefixes);
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const commonPrefix = `${base}${e.name}/`;
+      if (!e.isDirectory() || !e.name.startsWith(partial) || found.has(commonPrefix)) continue;
+      if (commonPrefix <= (options.startAfter ?? '')) continue;
+      if (await holdsObject(path.join(dir, e.name))) found.add(commonPrefix);
+    }
+    return { ...result, commonPrefixes: [...found].sort() };
+  };
+}
+
+async function holdsObject(dir: string): Promise<boolean> {
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    if (e.isFile() && e.name.endsWith('._S3rver_object')) return true;
+    if (e.isDirectory() && (await holdsObject(path.join(dir, e.name)))) return true;
+  }
+  return false;
 }
 
 // A test process that is gone takes its server along.

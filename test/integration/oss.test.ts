@@ -165,6 +165,11 @@ for (const client of OSS_CLIENTS) describe(`OSS volumes with ${client} against a
     assert.equal(await readFile(path.join(ro, 'f.txt'), 'utf8'), 'x');
     await assert.rejects(writeFile(path.join(ro, 'nope.txt'), 'x'), /EROFS|read-only/);
     await call('Unmount', { Name: 'ro', ID: ID(5) });
+    // The whole bucket: team/ and team/a/ are no objects, only prefixes of the listing.
+    await call('Create', { Name: 'root', Opts: oss({ bucket: 'bucket-two', url: s3.url, credentials: 'local', readonly: 'true' }) });
+    const root = String((await call('Mount', { Name: 'root', ID: ID(6) })).json.Mountpoint);
+    assert.equal(await readFile(path.join(root, 'team/a/f.txt'), 'utf8'), 'x');
+    await call('Unmount', { Name: 'root', ID: ID(6) });
   });
 
   it('inline credentials work and never show in Status, errors or logs', async () => {
