@@ -226,6 +226,23 @@ function hintFor(said: string, spec: OssSpec, settings: Settings): string {
   return '';
 }
 
+/**
+ * A FUSE client in the clients' working directory, given what is left of the call less the time
+ * to stop it and undo its mount.
+ */
+function launch(
+  command: Client,
+  args: string[],
+  env: Record<string, string>,
+  at: { runtime: ClientRuntime; target: string; hostPid: number | undefined },
+  secrets: string[],
+  ctx: BackendContext,
+  deadline: Deadline,
+): Promise<FuseDaemon> {
+  const { runtime, target, hostPid } = at;
+  return startFuseDaemon({ command, args, env, cwd: runtime.cwd, target, deadlineMs: deadline.budget(Infinity, FUSE_STOP_MS), secrets, log: ctx.log, hostPid });
+}
+
 export class OssBackend implements Backend {
   readonly type = 'oss';
   /** The client's mount is seen in our namespace before mount() returns (fuse.ts), as is a bind (mount(8)). */
@@ -351,19 +368,16 @@ export class OssBackend implements Backend {
         credFile = handoff.file.path;
         await writePrivateFile(handoff.file.path, handoff.file.text);
       }
-      return await startFuseDaemon({
-        command: client,
-        args: clientArgs(spec, target, [...runtime.options, ...diskFreeOptions(spec, ctx.settings), ...handoff.options]),
+      return await launch(
+        client,
+        clientArgs(spec, target, [...runtime.options, ...diskFreeOptions(spec, ctx.settings), ...handoff.options]),
         // Proxies as libcurl reads them (lowercase); a change of them applies to later mounts.
-        env: { PATH: CLIENT_PATH, HOME: dir, ...runtime.env, ...clientProxyEnv(ctx.settings.proxy), ...handoff.env },
-        cwd: runtime.cwd,
-        target,
-        // What is left of the call, less the time to stop the client and undo its mount.
-        deadlineMs: deadline.budget(Infinity, FUSE_STOP_MS),
+        { PATH: CLIENT_PATH, HOME: dir, ...runtime.env, ...clientProxyEnv(ctx.settings.proxy), ...handoff.env },
+        { runtime, target, hostPid },
         secrets,
-        log: ctx.log,
-        hostPid,
-      });
+        ctx,
+        deadline,
+      );
     } finally {
       // The client has read its keys by the time the mount is ready (or it has given up).
       if (credFile) await removeFileQuietly(credFile);
@@ -397,17 +411,7 @@ export class OssBackend implements Backend {
       await checkBucket(spec, configFile, { ...env, ...(ca && { SSL_CERT_FILE: path.join(runtime.cwd, ca) }) }, checkMs, secrets);
       await ensureDir(rcloneCacheDir(runtime.cwd), 0o700);
       await this.warnOfSharedCache(rcloneCacheDir(runtime.cwd), ctx);
-      return await startFuseDaemon({
-        command: 'rclone',
-        args: rcloneMountArgs(spec, target, configFile, rcloneCacheDir('', label)),
-        env: { ...env, ...(ca && { SSL_CERT_FILE: ca }) },
-        cwd: runtime.cwd,
-        target,
-        deadlineMs: deadline.budget(Infinity, FUSE_STOP_MS),
-        secrets,
-        log: ctx.log,
-        hostPid,
-      });
+      return await launch('rclone', rcloneMountArgs(spec, target, configFile, rcloneCacheDir('', label)), { ...env, ...(ca && { SSL_CERT_FILE: ca }) }, { runtime, target, hostPid }, secrets, ctx, deadline);
     } finally {
       await removeFileQuietly(configFile);
     }
