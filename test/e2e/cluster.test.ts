@@ -209,30 +209,37 @@ describe('a swarm of three nodes with ossnas on each', { skip: rootSkipReason(),
     t.diagnostic(`resident memory per node, plugin enabled, no task: ${(await Promise.all(nodes.map(async (n) => `${n.name} ${await n.memoryMiB()} MiB`))).join(', ')}`);
   });
 
-  it('a task moved by drain finds its data and writes on; the node it left keeps no mount; and back again', async (t) => {
-    const svc = `move-${RUN}`;
-    const vol = `move-${RUN}`;
-    // Each start appends its node to the log; the test appends through whichever task runs.
-    await createService(svc, vol, 'mkdir -p /data/move && echo "start on $NODE" >> /data/move/log && sleep 3600', ['--replicas', '1', '--constraint', 'node.role==worker']);
-    let [from] = await runningOn(svc, 1);
-    await exec(from!, await containerOn(from!, svc), 'echo 1 >> /data/move/count');
-    for (const round of [2, 3]) {
-      const t0 = Date.now();
-      await manager.docker(['node', 'update', '--availability', 'drain', await from!.id()]);
-      const [to] = await runningOn(svc, 1);
-      assert.notEqual(to!.name, from!.name);
-      t.diagnostic(`drain of ${from!.name}: the task runs on ${to!.name} ${Date.now() - t0} ms later`);
-      const c = await containerOn(to!, svc);
-      assert.equal(await exec(to!, c, `cat /data/move/count && echo ${round} >> /data/move/count`), Array.from({ length: round - 1 }, (_, i) => i + 1).join('\n'));
-      await nothingHeldOn(from!, vol);
-      await manager.docker(['node', 'update', '--availability', 'active', await from!.id()]);
-      from = to;
-    }
-    assert.equal(await countedLines('move/count'), 3);
-    assert.equal(((await s3.getObject(BUCKET, 'move/log')) ?? '').split('\n').filter(Boolean).length, 3, 'three starts logged');
-    await removeService(svc);
-    for (const n of nodes) await nothingHeldOn(n, vol);
-  });
+  // rclone uploads after close: that the next node finds every write rests on the Unmount, which
+  // waits for the uploads, being done before swarm starts the task elsewhere.
+  for (const client of ['s3fs', 'rclone'] as const) {
+    const named = client === 'rclone' ? 'client=rclone: ' : '';
+    it(`${named}a task moved by drain finds its data and writes on; the node it left keeps no mount; and back again`, async (t) => {
+      const svc = `move-${client}-${RUN}`;
+      const vol = `move-${client}-${RUN}`;
+      const dir = client === 's3fs' ? 'move' : 'move-rclone';
+      const extra: Record<string, string> = client === 's3fs' ? {} : { client };
+      // Each start appends its node to the log; the test appends through whichever task runs.
+      await createService(svc, vol, `mkdir -p /data/${dir} && echo "start on $NODE" >> /data/${dir}/log && sleep 3600`, ['--replicas', '1', '--constraint', 'node.role==worker'], extra);
+      let [from] = await runningOn(svc, 1);
+      await exec(from!, await containerOn(from!, svc), `echo 1 >> /data/${dir}/count`);
+      for (const round of [2, 3]) {
+        const t0 = Date.now();
+        await manager.docker(['node', 'update', '--availability', 'drain', await from!.id()]);
+        const [to] = await runningOn(svc, 1);
+        assert.notEqual(to!.name, from!.name);
+        t.diagnostic(`drain of ${from!.name}: the task runs on ${to!.name} ${Date.now() - t0} ms later`);
+        const c = await containerOn(to!, svc);
+        assert.equal(await exec(to!, c, `cat /data/${dir}/count && echo ${round} >> /data/${dir}/count`), Array.from({ length: round - 1 }, (_, i) => i + 1).join('\n'));
+        await nothingHeldOn(from!, vol);
+        await manager.docker(['node', 'update', '--availability', 'active', await from!.id()]);
+        from = to;
+      }
+      await removeService(svc);
+      for (const n of nodes) await nothingHeldOn(n, vol);
+      assert.equal(await countedLines(`${dir}/count`), 3);
+      assert.equal(((await s3.getObject(BUCKET, `${dir}/log`)) ?? '').split('\n').filter(Boolean).length, 3, 'three starts logged');
+    });
+  }
 
   it('a cloud disk follows its task: drained from one node to another, the disk is detached there and attached here, with its data', async (t) => {
     const svc = `ecs-${RUN}`;
