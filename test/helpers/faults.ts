@@ -116,7 +116,7 @@ async function readMountNs(pid: number | 'self'): Promise<string | undefined> {
 }
 
 /**
- * Every live FUSE client (s3fs) with `mountpoint` in its argv, stopped ones included: a second
+ * Every live FUSE client (s3fs or rclone) with `mountpoint` in its argv, stopped ones included: a second
  * client started beside a stopped one must count, whichever /proc lists first.
  */
 export async function fuseClients(mountpoint: string): Promise<number[]> {
@@ -124,7 +124,7 @@ export async function fuseClients(mountpoint: string): Promise<number[]> {
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const argv = (await readFile(`/proc/${e}/cmdline`, 'latin1').catch(() => '')).split('\0');
-    if (path.basename(argv[0] ?? '') === 's3fs' && argv.slice(1).includes(mountpoint)) pids.push(Number(e));
+    if (['s3fs', 'rclone'].includes(path.basename(argv[0] ?? '')) && argv.slice(1).includes(mountpoint)) pids.push(Number(e));
   }
   return pids;
 }

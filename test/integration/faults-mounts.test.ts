@@ -8,6 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
+import { OSS_CLIENTS } from '../../src/backends/oss/options.js';
 import { readMounts } from '../../src/host/mountinfo.js';
 import { fuseClientPid, isRunning, waitFor } from '../helpers/docker.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
@@ -90,12 +91,14 @@ describe('mounts under real faults', { skip: rootSkipReason(), timeout: 240_000 
     return waits.filter((w) => /fuse|request_wait_answer/.test(w));
   };
 
-  it('a held OSS volume whose s3fs is stopped past every probe: Mounts are answered with the same mount, kept as it is, and its I/O completes once it runs again', async (t) => {
-    await call('Create', { Name: 'stopped', Opts: { type: 'oss', bucket: 'bucket', url: s3.url, credentials: 'local' } });
-    const mp = path.join(plugin.mountRoot, 'stopped');
-    assert.deepEqual((await call('Mount', { Name: 'stopped', ID: ID(1) })).json, { Mountpoint: mp, Err: '' });
+  for (const client of OSS_CLIENTS) it(`a held OSS volume whose ${client} is stopped past every probe: Mounts are answered with the same mount, kept as it is, and its I/O completes once it runs again`, async (t) => {
+    const name = `stopped-${client}`;
+    const extra = client === 's3fs' ? {} : { client };
+    await call('Create', { Name: name, Opts: { type: 'oss', bucket: 'bucket', url: s3.url, credentials: 'local', path: `/${client}`, ...extra } });
+    const mp = path.join(plugin.mountRoot, name);
+    assert.deepEqual((await call('Mount', { Name: name, ID: ID(1) })).json, { Mountpoint: mp, Err: '' });
     const [pid, ...others] = await fuseClients(mp);
-    assert.ok(pid && others.length === 0, `one s3fs serves ${mp}`);
+    assert.ok(pid && others.length === 0, `one ${client} serves ${mp}`);
     const device = (await mountsAt(mp))[0]!.device;
 
     const local = new Undo();
@@ -113,14 +116,14 @@ describe('mounts under real faults', { skip: rootSkipReason(), timeout: 240_000 
     const replies = await Promise.all(
       [2, 3, 4, 5].map(async (n, i) => {
         await sleep(i * 1000);
-        return call('Mount', { Name: 'stopped', ID: ID(n) });
+        return call('Mount', { Name: name, ID: ID(n) });
       }),
     );
     for (const r of replies) assert.deepEqual(r.json, { Mountpoint: mp, Err: '' }, r.text);
     assert.equal(holderDone, false, 'the holder waits while the client is stopped');
     assert.deepEqual(await fuseClients(mp), [pid], 'the same client, and no second one');
     assert.deepEqual((await mountsAt(mp)).map((m) => m.device), [device], 'the same FUSE mount, and only it, at the mountpoint');
-    assert.equal((await status('stopped')).refs, 5);
+    assert.equal((await status(name)).refs, 5);
     // Each probe's statfs waits in the kernel for the stopped client, on a libuv thread, until it
     // answers: five probes must share one such call, or a long stop would take every thread.
     const waiting = await threadsWaitingOnFuse(plugin.child.pid!);
@@ -133,16 +136,17 @@ describe('mounts under real faults', { skip: rootSkipReason(), timeout: 240_000 
     const done = await holder;
     t.diagnostic(`stopped for ${Date.now() - stoppedAt} ms; the holder finished after SIGCONT`);
     assert.deepEqual([done.exitCode, done.stdout, done.stderr], [0, 'data', '']);
-    assert.equal(await s3.getObject('bucket', 'f'), 'data\n', 'the write reached the bucket');
+    // rclone uploads after close.
+    await waitFor('the write to reach the bucket', async () => (await s3.getObject('bucket', `${client}/f`)) === 'data\n', 10_000, 50);
     assert.deepEqual(await fuseClients(mp), [pid]);
     assert.deepEqual((await mountsAt(mp)).map((m) => m.device), [device]);
-    const kept = logged('mount does not answer; kept as it is (its I/O waits and resumes when it answers)', 'stopped');
+    const kept = logged('mount does not answer; kept as it is (its I/O waits and resumes when it answers)', name);
     assert.ok(kept.length >= 4, `the log says each Mount kept it (${kept.length} lines)`);
     assert.match(String(kept[0]!.reason), /no answer from .* within 2000 ms/);
 
-    for (const n of [1, 2, 3, 4, 5]) assert.deepEqual((await call('Unmount', { Name: 'stopped', ID: ID(n) })).json, { Err: '' });
+    for (const n of [1, 2, 3, 4, 5]) assert.deepEqual((await call('Unmount', { Name: name, ID: ID(n) })).json, { Err: '' });
     assert.equal((await mountsAt(mp)).length, 0);
-    await waitFor('the s3fs of the unmounted volume to exit', async () => (await fuseClientPid(mp)) === undefined, 10_000, 100);
+    await waitFor(`the ${client} of the unmounted volume to exit`, async () => (await fuseClientPid(mp)) === undefined, 10_000, 100);
   });
 
   it('OSS: a caller that hangs up during a slow Mount keeps no reference, and the mount it started is undone; one that another ID holds stays', async (t) => {
