@@ -1,4 +1,4 @@
-// Where do OSS keys end up? The real program as a plain host process, real s3fs, a real S3 server
+// Where do OSS keys end up? The real program as a plain host process, real s3fs and rclone (each in its turn), a real S3 server
 // (s3rver, behind a front that checks every signature against the keys below). Volumes with inline keys, a credentials profile and an STS profile are mounted, mounts
 // are made to fail and Creates are refused, all with known secret values in play; then everything
 // an outsider could observe is searched for them: API answers, the log, every process's command
@@ -10,7 +10,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readMounts } from '../../src/host/mountinfo.js';
 import type { Reply } from '../helpers/docker-client.js';
-import { fuseClientPid, processesWith } from '../helpers/docker.js';
+import { fuseClientPid, processesWith, waitFor } from '../helpers/docker.js';
+import { OSS_CLIENTS } from '../../src/backends/oss/options.js';
+import type { OssClientName } from '../../src/backends/oss/other-opts.js';
 import { rootSkipReason } from '../helpers/env.js';
 import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../helpers/plugin-process.js';
 import { startS3, type KeySet, type S3Server } from '../helpers/s3.js';
@@ -69,7 +71,13 @@ async function filesUnder(dir: string, mountPoints: Set<string>): Promise<string
 const mode = async (p: string) => (await stat(p)).mode & 0o777;
 const octal = (m: number) => `0${m.toString(8)}`;
 
-describe('secrets stay out of everything observable', { skip: rootSkipReason(), timeout: 180_000 }, () => {
+/** What the clients say and do differently with the same keys. */
+const BY_CLIENT = {
+  s3fs: { noBucket: /failed: s3fs .*bucket or key not found/ },
+  rclone: { noBucket: /failed: rclone could not reach bucket no-such-bucket: .*directory not found/ },
+} satisfies Record<OssClientName, unknown>;
+
+for (const client of OSS_CLIENTS) describe(`secrets stay out of everything observable (${client})`, { skip: rootSkipReason(), timeout: 180_000 }, () => {
   let s3: S3Server;
   let plugin: PluginProcess;
   /** Every answer the API gave during the test, by call, for the final search. */
@@ -82,7 +90,7 @@ describe('secrets stay out of everything observable', { skip: rootSkipReason(), 
     return r;
   }
   async function create(name: string, opts: Record<string, string>): Promise<Reply> {
-    return call('Create', { Name: name, Opts: { type: 'oss', bucket: BUCKET, url: s3.url, ...opts } });
+    return call('Create', { Name: name, Opts: { type: 'oss', bucket: BUCKET, url: s3.url, ...(client === 'rclone' && { client }), ...opts } });
   }
   const mountpoint = (name: string) => path.join(plugin.mountRoot, name);
 
@@ -119,16 +127,17 @@ describe('secrets stay out of everything observable', { skip: rootSkipReason(), 
       const r = await call('Mount', { Name: name, ID: ID(1) });
       assert.equal(r.status, 200, `Mount ${name}: ${r.text}`);
       await writeFile(path.join(mountpoint(name), `${name}.txt`), `written through ${name}\n`);
-      assert.equal(await s3.getObject(BUCKET, `${name}.txt`), `written through ${name}\n`);
+      // rclone uploads after close.
+      await waitFor(`${name}.txt in the bucket`, async () => (await s3.getObject(BUCKET, `${name}.txt`)) === `written through ${name}\n`, 10_000, 50);
     }
   });
 
-  it('mounts that fail with secrets in play say why, in s3fs\'s words or the endpoint\'s', async () => {
+  it(`mounts that fail with secrets in play say why, in ${client}'s words or the endpoint's`, async () => {
     for (const [name, opts] of Object.entries(FAILING)) {
       assert.deepEqual((await create(name, opts)).json, { Err: '' }, `Create ${name}`);
       const r = await call('Mount', { Name: name, ID: ID(2) });
       assert.equal(r.status, 500, `Mount ${name} should fail: ${r.text}`);
-      const expected = name.endsWith('-dead') ? /is not reachable: .* refused the connection/ : /failed: s3fs .*bucket or key not found/;
+      const expected = name.endsWith('-dead') ? /is not reachable: .* refused the connection/ : BY_CLIENT[client].noBucket;
       assert.match(String(r.json.Err), expected);
       // Docker sends an Unmount after a failed Mount.
       assert.deepEqual((await call('Unmount', { Name: name, ID: ID(2) })).json, { Err: '' });
@@ -163,7 +172,7 @@ describe('secrets stay out of everything observable', { skip: rootSkipReason(), 
       'the refused Creates left no volume',
     );
     const status = (name: string) => answers.findLast((a) => a.call === `Get ${name}`)!.text;
-    assert.match(status('sts-nobucket'), /"lastError":"[^"]*bucket or key not found/, 'Status carries the s3fs error');
+    assert.match(status('sts-nobucket'), new RegExp(`"lastError":"[^"]*${BY_CLIENT[client].noBucket.source.replace(/^failed: /, '')}`), `Status carries the ${client} error`);
     assert.match(status('inline'), /"credentials":"inline"/);
     assert.match(status('sts'), /"credentials":"profile sts"/);
 
@@ -177,19 +186,20 @@ describe('secrets stay out of everything observable', { skip: rootSkipReason(), 
     assert.ok(!holdsAkId(log), 'the log holds an akId');
   });
 
-  it('no secret in any command line; STS keys only in the environment of their own s3fs, which only root reads', async () => {
+  it(`no secret in any command line; STS keys only in the environment of their own s3fs (rclone: in none), which only root reads`, async () => {
     for (const s of SECRET_NAMES) assert.deepEqual(await processesWith(SECRETS[s]), [], `command lines holding ${s}`);
 
     // s3fs accepts a session token only from its environment (AWSSESSIONTOKEN), and the key pair
     // then travels with it. That environment must be the STS volume's client's alone, and root's.
     const stsPid = await fuseClientPid(mountpoint('sts'));
-    assert.ok(stsPid, 'the s3fs client of the sts volume runs');
+    assert.ok(stsPid, `the ${client} client of the sts volume runs`);
     const environ = await stat(`/proc/${stsPid}/environ`);
     assert.equal(octal(environ.mode & 0o777), '0400', 'mode of the STS client\'s environ');
     assert.equal(environ.uid, 0, 'owner of the STS client\'s environ');
     const pids = (hits: string[]) => hits.map((h) => Number(h.split(':')[0]));
     for (const s of SECRET_NAMES) {
-      const allowed: number[] = s === 'stsSecret' || s === 'stsToken' ? [stsPid] : [];
+      // rclone reads every key from its config file, removed once the mount is ready.
+      const allowed: number[] = client === 's3fs' && (s === 'stsSecret' || s === 'stsToken') ? [stsPid] : [];
       assert.deepEqual(pids(await processesWith(SECRETS[s], 'environ')), allowed, `processes whose environment holds ${s}`);
     }
   });
@@ -223,11 +233,13 @@ describe('secrets stay out of everything observable', { skip: rootSkipReason(), 
       conflict: [],
       refused: [],
     });
-    // The directories that held the passwd files handed to s3fs while it mounted (not the STS
-    // volumes': their keys go through the environment).
+    // The directories that held the key files handed to the client while it mounted: s3fs's
+    // passwd files (not the STS volumes': s3fs takes a token only from its environment), rclone's
+    // config files (every volume whose endpoint answered).
     const ossRun = path.join(plugin.runDir, 'oss');
     const perVolume = (await readdir(ossRun)).sort();
-    assert.deepEqual(perVolume, ['inline', 'inline-nobucket', 'profile']);
+    assert.deepEqual(perVolume, client === 's3fs' ? ['inline', 'inline-nobucket', 'profile'] : ['inline', 'inline-nobucket', 'profile', 'sts', 'sts-nobucket']);
+    for (const v of perVolume) assert.deepEqual(await readdir(path.join(ossRun, v)), [], `${v}'s key file outlived the mount`);
     for (const d of [plugin.runDir, ossRun, ...perVolume.map((v) => path.join(ossRun, v))]) {
       assert.equal(octal(await mode(d)), '0700', `mode of ${path.relative(plugin.dir, d)}`);
     }
