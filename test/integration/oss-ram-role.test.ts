@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fuseClientPid, processesWith } from '../helpers/docker.js';
 import { EcsCloud, type SimInstance } from '../helpers/ecs-cloud.js';
 import { rootSkipReason, tempDir } from '../helpers/env.js';
 import { finishPlugin, startPlugin, type PluginProcess } from '../helpers/plugin-process.js';
@@ -75,6 +76,24 @@ describe("OSS volumes with no credentials use the instance's RAM role", { skip: 
     assert.ok(instance.credentialsIssued >= 2);
     for (const secret of [second.secret, second.token]) assert.ok(!plugin.output().includes(secret), 'no role secret in the log');
     assert.deepEqual((await call(plugin, 'Remove', { Name: 'role' })).json, { Err: '' });
+  });
+
+  it('client=rclone mounts with the role\'s triple too (in its config file, never its environment)', async () => {
+    const now = await roleTriple(instance);
+    await s3.setKeys({ [now.id]: { secret: now.secret, token: now.token } });
+    const opts = { type: 'oss', bucket: BUCKET, url: s3.url, client: 'rclone' };
+    assert.deepEqual((await call(plugin, 'Create', { Name: 'role-rclone', Opts: opts })).json, { Err: '' });
+    const r = await call(plugin, 'Mount', { Name: 'role-rclone', ID });
+    assert.equal(r.status, 200, r.text);
+    await writeFile(path.join(String(r.json.Mountpoint), 'rclone.txt'), 'with the role, by rclone\n');
+    assert.ok(await fuseClientPid(String(r.json.Mountpoint)), 'rclone serves the volume');
+    for (const secret of [now.secret, now.token]) assert.deepEqual(await processesWith(secret, 'environ'), [], 'a process environment holds the role secret');
+    // Uploaded by the time the Unmount is answered.
+    assert.deepEqual((await call(plugin, 'Unmount', { Name: 'role-rclone', ID })).json, { Err: '' });
+    assert.equal(await s3.getObject(BUCKET, 'rclone.txt'), 'with the role, by rclone\n');
+    assert.deepEqual(s3.refusals(), [], 'requests the server refused');
+    for (const secret of [now.secret, now.token]) assert.ok(!plugin.output().includes(secret), 'no role secret in the log');
+    assert.deepEqual((await call(plugin, 'Remove', { Name: 'role-rclone' })).json, { Err: '' });
   });
 
   it('off ECS (no metadata service), Create says what to give instead', async () => {
