@@ -101,6 +101,24 @@ describe('OSS volumes through an HTTP proxy', { skip: rootSkipReason(), timeout:
     assert.equal(await mountAt(mp), undefined);
   });
 
+  it('client=rclone goes through the same proxy: its bucket check and its uploads, with the proxy credentials', async () => {
+    const opts = { type: 'oss', bucket: 'bucket-px', url: proxiedUrl(), credentials: 'local', client: 'rclone', path: '/rclone' };
+    assert.deepEqual((await call(plugin, 'Create', { Name: 'px-rclone', Opts: opts })).json, { Err: '' });
+    const before = proxy.requestsFor(PROXIED_HOST).length;
+    const r = await call(plugin, 'Mount', { Name: 'px-rclone', ID: ID(1) });
+    assert.equal(r.status, 200, r.text);
+    const mp = String(r.json.Mountpoint);
+    assert.equal((await mountAt(mp))?.fsType, 'fuse.rclone');
+    await writeFile(path.join(mp, 'through-proxy.txt'), 'rclone through the proxy\n');
+    assert.deepEqual((await call(plugin, 'Unmount', { Name: 'px-rclone', ID: ID(1) })).json, { Err: '' });
+    assert.equal(await s3.getObject('bucket-px', 'rclone/through-proxy.txt'), 'rclone through the proxy\n');
+    const seen = proxy.requestsFor(PROXIED_HOST).slice(before);
+    assert.ok(seen.some((x) => x.method === 'GET' && x.url.startsWith(`${proxiedUrl()}/bucket-px`)), `the bucket check: ${JSON.stringify(seen)}`);
+    assert.ok(seen.some((x) => x.method === 'PUT' && x.url.startsWith(`${proxiedUrl()}/bucket-px/rclone/through-proxy.txt`)), JSON.stringify(seen));
+    assert.ok(seen.every((x) => x.authorized), 'a request came without the proxy credentials');
+    assert.deepEqual((await call(plugin, 'Remove', { Name: 'px-rclone' })).json, { Err: '' });
+  });
+
   it('reaches an endpoint NO_PROXY covers (127.0.0.1, always direct) without the proxy', async () => {
     const before = proxy.log.length;
     assert.deepEqual(
