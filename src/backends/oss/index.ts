@@ -210,10 +210,13 @@ async function requireMemoryRunDir(dir: string, ctx: BackendContext): Promise<vo
 /**
  * What the client's own words mean for the operator, for the failures it words obscurely. s3fs
  * 1.90 says "invalid credentials" alike for an unknown key id, a wrong secret and a wrong token,
- * after a line about retrying with another signature that points at the network instead.
+ * after a line about retrying with another signature that points at the network instead. rclone
+ * repeats the endpoint's error code, and says "directory not found" of a bucket that is missing
+ * (or that the keys may not list).
  */
 function hintFor(said: string, spec: OssSpec, settings: Settings): string {
-  if (/invalid credentials/i.test(said)) {
+  if (/directory not found/i.test(said)) return ' (the bucket does not exist, or the keys may not list it)';
+  if (/invalid credentials|SignatureDoesNotMatch|InvalidAccessKeyId|InvalidToken|InvalidSecurity/i.test(said)) {
     if (spec.ramRole) return " (the endpoint refused the instance's RAM role: check that the role's policy allows this bucket)";
     const which = spec.credentials ? `of profile '${spec.credentials}'` : spec.akId ? 'given inline (akId, akSecret)' : 'of the plugin-wide default';
     return ` (the endpoint refused the credentials ${which}: check the access key id, the secret${spec.credentials || spec.securityToken ? ' and the STS token' : ''})`;

@@ -89,13 +89,6 @@ function remotePath(spec: OssSpec): string {
   return `${REMOTE}:${spec.bucket}${spec.path === '/' ? '' : spec.path}`;
 }
 
-/** What rclone's words about a bucket mean for the operator. */
-function bucketHint(said: string): string {
-  if (/directory not found/i.test(said)) return ' (the bucket does not exist, or the keys may not list it)';
-  if (/SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied|403/i.test(said)) return ' (the endpoint refused the credentials)';
-  return '';
-}
-
 /**
  * The bucket exists and the keys may list it: one request by a short-lived rclone with the same
  * config, before the mount. Throws FuseMountError with rclone's own words, secrets removed.
@@ -121,7 +114,7 @@ export async function checkBucket(
       .map((l) => l.replace(/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d /, '').trim())
       .filter(Boolean)
       .join(' ');
-    throw new FuseMountError(`rclone could not reach bucket ${spec.bucket}: ${said}${bucketHint(said)}`);
+    throw new FuseMountError(`rclone could not reach bucket ${spec.bucket}: ${said}`);
   }
 }
 
