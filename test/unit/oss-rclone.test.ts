@@ -31,6 +31,10 @@ describe('client=rclone options', () => {
     assert.throws(() => toSpec({ ...base, client: 'rclone', otherOpts: '-o cache_dir=/etc' }), /'cache_dir' is set by ossnas/);
     assert.throws(() => toSpec({ ...base, client: 'rclone', otherOpts: '-o s3_no_check_bucket' }), /'s3_no_check_bucket' is set by ossnas \(always on: a mount never creates a bucket\)/);
     assert.throws(() => toSpec({ ...base, client: 'rclone', otherOpts: '-o dir_cache_time=soon' }), /'dir_cache_time' needs a value matching/);
+    for (const zero of ['0s', '0ms', '0.0s', '0m0s']) {
+      assert.throws(() => toSpec({ ...base, client: 'rclone', otherOpts: `-o vfs_write_back=${zero}` }), new RegExp(`'vfs_write_back=${zero}' must be more than 0: rclone 1.60 then loses a file renamed`));
+    }
+    assert.equal(toSpec({ ...base, client: 'rclone', otherOpts: '-o vfs_write_back=500ms' }).otherOpts, '-o vfs_write_back=500ms');
   });
 
   it('OSSNAS_DEFAULT_CLIENT is checked and normalised', () => {

@@ -3,7 +3,7 @@
 // own choices (allow_other, uid, ...). One grammar for both clients: s3fs's `-o name=value`, which
 // rclone's own mount helper also takes (`-o vfs_cache_mode=writes` for `--vfs-cache-mode writes`).
 import { OptionsError } from '../options.js';
-import { RCLONE_ALLOWED, RCLONE_OWNED } from './rclone-opts.js';
+import { RCLONE_ALLOWED, RCLONE_OWNED, RCLONE_REFUSED } from './rclone-opts.js';
 
 /** The client that serves an OSS volume (the volume option `client`). */
 export type OssClientName = 's3fs' | 'rclone';
@@ -87,9 +87,12 @@ const OWNED: Record<string, string> = {
 /** The allow-list of s3fs (and ossfs): what a `client=s3fs` volume may give in otherOpts. */
 export const ALLOWED_OTHER_OPTS = Object.keys(ALLOWED);
 
-const TABLES: Record<OssClientName, { allowed: Record<string, RegExp | null>; owned: Record<string, string> }> = {
-  s3fs: { allowed: ALLOWED, owned: OWNED },
-  rclone: { allowed: RCLONE_ALLOWED, owned: RCLONE_OWNED },
+const TABLES: Record<
+  OssClientName,
+  { allowed: Record<string, RegExp | null>; owned: Record<string, string>; refused: Record<string, (value: string) => string | undefined> }
+> = {
+  s3fs: { allowed: ALLOWED, owned: OWNED, refused: {} },
+  rclone: { allowed: RCLONE_ALLOWED, owned: RCLONE_OWNED, refused: RCLONE_REFUSED },
 };
 
 export interface OtherOpt {
@@ -103,7 +106,7 @@ export interface OtherOpt {
  * offending option.
  */
 export function parseOtherOpts(text: string, client: OssClientName = 's3fs'): OtherOpt[] {
-  const { allowed, owned } = TABLES[client];
+  const { allowed, owned, refused } = TABLES[client];
   const items: string[] = [];
   const tokens = text.trim().split(/[ \t]+/).filter(Boolean);
   for (let i = 0; i < tokens.length; i++) {
@@ -140,6 +143,8 @@ export function parseOtherOpts(text: string, client: OssClientName = 's3fs'): Ot
     if (pattern && (value === undefined || !pattern.test(value))) {
       throw new OptionsError(`invalid option 'otherOpts': '${name}' needs a value matching ${pattern.source}`);
     }
+    const why = value === undefined ? undefined : refused[name]?.(value);
+    if (why) throw new OptionsError(`invalid option 'otherOpts': '${name}=${value}' ${why}`);
     if (seen.has(name)) throw new OptionsError(`invalid option 'otherOpts': '${name}' is given twice`);
     seen.add(name);
     return value === undefined ? { name } : { name, value };

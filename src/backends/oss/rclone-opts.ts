@@ -52,6 +52,14 @@ export const RCLONE_ALLOWED: Record<string, RegExp | null> = {
 /** Allowed options that change the config file, not rclone's flags. */
 const NOT_FLAGS = new Set(['public_bucket']);
 
+/** Values that match the allow-list and are still refused, and why. */
+export const RCLONE_REFUSED: Record<string, (value: string) => string | undefined> = {
+  // rclone-client.ts: at 0, rclone 1.60 starts the upload at the close, and loses the file when a
+  // rename follows (git, atomic saves).
+  vfs_write_back: (v) =>
+    /^([0.]+(ms|s|m|h|d))+$/.test(v) ? 'must be more than 0: rclone 1.60 then loses a file renamed as its upload starts (an atomic save, git)' : undefined,
+};
+
 /** Flags ossnas sets itself, and what controls each. */
 export const RCLONE_OWNED: Record<string, string> = {
   allow_other: 'always on',
