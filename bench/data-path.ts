@@ -24,11 +24,11 @@ import { execa } from 'execa';
 import { startFuseDaemon, unmountFuse, type FuseDaemon } from '../src/host/fuse.js';
 import { createLogger } from '../src/log.js';
 import { isRunning } from '../test/helpers/docker.js';
-import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
+import type { PluginProcess } from '../test/helpers/plugin-process.js';
 import { checkBuild, gitRevision } from './build.js';
 import { BenchClient, percentile } from './client.js';
 import { startS3, type S3Server } from '../test/helpers/s3.js';
-import { Cleanup, clientArgv, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, textTable, writeJsonReport } from './fuse-host.js';
+import { Cleanup, clientArgv, forceCleanBelow, log, mountId, requireRoot, runBench, sleep, startBenchPlugin, textTable, writeJsonReport } from './fuse-host.js';
 import { REPO_ROOT } from './servers/ossnas.js';
 
 const MiB = 2 ** 20;
@@ -550,18 +550,7 @@ async function main(): Promise<void> {
       if (left.length) log(`cleanup: ${left.join('; ')}`);
       await rm(dir, { recursive: true, force: true });
     });
-    let plugin: PluginProcess | undefined;
-    cleanup.add('plugin', async () => {
-      if (!plugin) return;
-      // Stopped first (it leaves its mounts in place, and cannot mount them again meanwhile),
-      // then whatever is still mounted below its directory goes, then the directory.
-      await plugin.stop();
-      const left = await forceCleanBelow(plugin.dir);
-      if (left.length) log(`cleanup: ${left.join('; ')}`);
-      await finishPlugin(plugin);
-    });
-    plugin = await startPluginInTempDir({ LOG_LEVEL: 'info' });
-    await writeProfile(plugin.credentialsDir, PROFILE, KEY_ID, KEY_SECRET);
+    const plugin = await startBenchPlugin(cleanup, { name: PROFILE, keyId: KEY_ID, secret: KEY_SECRET });
     const client = new BenchClient(plugin.socket);
     cleanup.add('client', async () => {
       stopping = true; // runs first: the measuring code mounts nothing more
@@ -578,7 +567,7 @@ async function main(): Promise<void> {
     const ossnasArgv = await readOssnasArgv(env, ossnasCfg);
     const argvOf = (c: Config) =>
       (c.kind === 'ossnas' ? ossnasArgv : ['s3fs', ...rawArgs(env, c, path.join(dir, 'mnt', c.name))])
-        .map((w) => w.replace(dir, '$TMP').replace(plugin!.dir, '$PLUGIN'))
+        .map((w) => w.replace(dir, '$TMP').replace(plugin.dir, '$PLUGIN'))
         .join(' ');
     const argv = Object.fromEntries(configs.map((c) => [c.name, argvOf(c)]));
     const vers = await versions(s3fsPath);

@@ -6,6 +6,7 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import { fuseClientPid, isRunning } from '../test/helpers/docker.js';
+import { finishPlugin, startPluginInTempDir, writeProfile, type PluginProcess } from '../test/helpers/plugin-process.js';
 import { mountsBelow } from './process.js';
 import { REPO_ROOT } from './servers/ossnas.js';
 
@@ -13,6 +14,26 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /** Progress and notes go to stderr; stdout carries only the report. */
 export const log = (msg: string) => process.stderr.write(`${msg}\n`);
+
+/**
+ * The plugin as a process of its own (dist/main.js), logging at info, with the credentials
+ * profile `profile`. Its cleanup, registered first: the plugin stops (it leaves its mounts in
+ * place, and cannot mount them again meanwhile), then whatever is still mounted below its
+ * directory goes, then the directory.
+ */
+export async function startBenchPlugin(cleanup: Cleanup, profile: { name: string; keyId: string; secret: string }): Promise<PluginProcess> {
+  let plugin: PluginProcess | undefined;
+  cleanup.add('plugin', async () => {
+    if (!plugin) return;
+    await plugin.stop();
+    const left = await forceCleanBelow(plugin.dir);
+    if (left.length) log(`cleanup: ${left.join('; ')}`);
+    await finishPlugin(plugin);
+  });
+  plugin = await startPluginInTempDir({ LOG_LEVEL: 'info' });
+  await writeProfile(plugin.credentialsDir, profile.name, profile.keyId, profile.secret);
+  return plugin;
+}
 
 /** On a failure: the plugin's last lines, which say why (its own output is not shown otherwise). */
 export function logPluginTail(plugin: { output(): string } | undefined): void {
